@@ -1,0 +1,3 @@
+from thinkdraw.cli.main import main
+
+main()

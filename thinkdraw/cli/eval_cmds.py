@@ -1,0 +1,70 @@
+"""`thinkdraw eval ...`: score a folder of generated images."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from thinkdraw.cli.config import add_command, option
+from thinkdraw.cli.progress import progress_bar
+from thinkdraw.errors import ThinkdrawError
+from thinkdraw.evaluator.geneval import (
+    Summary,
+    evaluate_prompts,
+    read_prompt_folders,
+    summarize,
+    write_results,
+)
+from thinkdraw.world.detector import WorldDetector
+
+app = typer.Typer(help="Evaluate generated images.", no_args_is_help=True)
+
+DETECTORS = {"world": WorldDetector}
+
+
+@dataclass
+class EvalGenevalConfig:
+    """Score a folder in GenEval's layout (DIR/00000/metadata.jsonl, DIR/00000/samples/0000.png)."""
+
+    folder: Path = option(help="the folder to score", argument=True)
+    outfile: Path | None = option(None, "per-image results, official format [default: FOLDER/results.jsonl]")
+    detector: str = option("world", f"detector: {', '.join(DETECTORS)}")
+
+    def __post_init__(self):
+        if self.detector not in DETECTORS:
+            raise ThinkdrawError(f"unknown detector {self.detector!r}; choose one of {', '.join(DETECTORS)}")
+
+
+def print_summary(summary: Summary, console: Console) -> None:
+    table = Table(title="GenEval rules")
+    for column, justify in (("task", "left"), ("score", "right"), ("correct", "right")):
+        table.add_column(column, justify=justify)
+    for tag, task in summary.tasks.items():
+        table.add_row(tag, f"{task.score:.4f}", f"{task.correct} / {task.total}")
+    if summary.geneval_overall is not None:
+        table.add_row("overall (GenEval's six)", f"{summary.geneval_overall:.4f}", "", style="bold")
+    table.add_row("overall (all tasks)", f"{summary.overall:.4f}", "", style="bold")
+    console.print(table)
+
+
+def geneval(config: EvalGenevalConfig) -> None:
+    detector = DETECTORS[config.detector]()
+    prompts = read_prompt_folders(config.folder, detector.classes)
+    total = sum(len(p.images) for p in prompts)
+    start = time.perf_counter()
+    with progress_bar("scoring", total) as advance:
+        results = evaluate_prompts(prompts, detector, advance)
+    elapsed = time.perf_counter() - start
+    outfile = config.outfile or config.folder / "results.jsonl"
+    write_results(results, outfile)
+    console = Console()
+    print_summary(summarize(results), console)
+    console.print(f"{total} images in {elapsed:.1f} s ({total / elapsed:.1f} images/s); results in {outfile}")
+
+
+add_command(app, "geneval", EvalGenevalConfig, geneval)

@@ -1,0 +1,141 @@
+"""GenEval's folder layout and scoring, over any Detector.
+
+Layout (the official one, so official tools read ours and ours read theirs):
+    DIR/00000/metadata.jsonl      one line: the prompt's metadata
+    DIR/00000/samples/0000.png    its images
+Results: one JSON line per image in the official format (filename, tag, prompt, correct,
+reason, metadata, details); the official summary script reads them unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from thinkdraw.errors import EvalFolderError, ImageError, MetadataError
+from thinkdraw.evaluator.detection import Detector
+from thinkdraw.evaluator.rules import judge_image, validate_metadata
+
+GENEVAL_TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+
+
+@dataclass(frozen=True)
+class PromptFolder:
+    index: int
+    metadata: dict
+    images: list[Path]
+
+
+def write_prompt_folder(root: Path, index: int, metadata: dict, images: list[Image.Image]) -> Path:
+    folder = root / f"{index:05d}"
+    (folder / "samples").mkdir(parents=True, exist_ok=True)
+    (folder / "metadata.jsonl").write_text(json.dumps(metadata) + "\n")
+    for j, image in enumerate(images):
+        image.save(folder / "samples" / f"{j:04d}.png")
+    return folder
+
+
+def read_prompt_folders(root: Path, classes: tuple[str, ...] | None = None) -> list[PromptFolder]:
+    """Every numbered prompt folder under root, metadata validated; errors name the file."""
+    if not root.is_dir():
+        raise EvalFolderError(f"{root}: no such folder")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+    if not folders:
+        raise EvalFolderError(f"{root}: no prompt folders (expected {root}/00000/metadata.jsonl and samples/)")
+    out = []
+    for folder in folders:
+        meta_path = folder / "metadata.jsonl"
+        if not meta_path.is_file():
+            raise EvalFolderError(f"{meta_path}: missing")
+        lines = [line for line in meta_path.read_text().splitlines() if line.strip()]
+        if len(lines) != 1:
+            raise MetadataError(f"{meta_path}: expected one JSON line, found {len(lines)}")
+        try:
+            metadata = validate_metadata(json.loads(lines[0]), classes)
+        except json.JSONDecodeError as err:
+            raise MetadataError(f"{meta_path}: not valid JSON ({err.msg})") from None
+        except MetadataError as err:
+            raise MetadataError(f"{meta_path}: {err}") from None
+        images = sorted((folder / "samples").glob("*.png"))
+        if not images:
+            raise EvalFolderError(f"{folder}/samples: no PNG images")
+        out.append(PromptFolder(int(folder.name), metadata, images))
+    return out
+
+
+def load_image(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError) as err:
+        raise ImageError(f"{path}: cannot read image ({err.__class__.__name__})") from None
+
+
+def evaluate_prompts(
+    prompts: list[PromptFolder], detector: Detector, advance: Callable[[int], None] | None = None
+) -> list[dict]:
+    """One official-format result per image (read the folders with `read_prompt_folders`)."""
+    results = []
+    for prompt in prompts:
+        for path in prompt.images:
+            verdict = judge_image(prompt.metadata, load_image(path), detector)
+            details = {label: [list(d.box) + [d.score] for d in dets] for label, dets in verdict.detections.items()}
+            results.append(
+                {
+                    "filename": str(path),
+                    "tag": prompt.metadata["tag"],
+                    "prompt": prompt.metadata["prompt"],
+                    "correct": verdict.correct,
+                    "reason": verdict.reason,
+                    "metadata": json.dumps(prompt.metadata),
+                    "details": json.dumps(details),
+                }
+            )
+            if advance:
+                advance(1)
+    return results
+
+
+@dataclass(frozen=True)
+class TaskScore:
+    correct: int
+    total: int
+
+    @property
+    def score(self) -> float:
+        return self.correct / self.total
+
+
+@dataclass(frozen=True)
+class Summary:
+    tasks: dict[str, TaskScore]
+
+    @property
+    def overall(self) -> float:
+        """Mean of task scores over every task present (GenEval's 'avg. over tasks')."""
+        return sum(t.score for t in self.tasks.values()) / len(self.tasks)
+
+    @property
+    def geneval_overall(self) -> float | None:
+        """Mean over GenEval's six tasks, when all six are present."""
+        if not all(t in self.tasks for t in GENEVAL_TASKS):
+            return None
+        return sum(self.tasks[t].score for t in GENEVAL_TASKS) / len(GENEVAL_TASKS)
+
+
+def summarize(results: Iterable[dict]) -> Summary:
+    tasks: dict[str, list[int]] = {}
+    for r in results:
+        counts = tasks.setdefault(r["tag"], [0, 0])
+        counts[0] += bool(r["correct"])
+        counts[1] += 1
+    return Summary({tag: TaskScore(c, n) for tag, (c, n) in tasks.items()})
+
+
+def write_results(results: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in results))
