@@ -13,6 +13,7 @@ proportion to how much of that colour it holds.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image
@@ -94,29 +95,65 @@ def connected_components(mask: np.ndarray) -> np.ndarray:
     return dense.reshape(H, W)
 
 
+_PAD = 2  # templates carry this margin so a blurred edge has room
+_BLURS = (0.0, 0.5, 0.8, 1.1, 1.5)  # template softness levels: a crisp render, and what a tokenizer leaves
+
+
+def _gaussian_kernel(sigma: float) -> np.ndarray:
+    taps = np.arange(-3, 4)
+    kernel = np.exp(-0.5 * (taps / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+@lru_cache(maxsize=None)
+def soft_template(shape: str, size: int, sigma: float) -> np.ndarray:
+    """The shape's mask with a _PAD margin, Gaussian-blurred by sigma (0: crisp); [s+2P, s+2P]."""
+    mask = np.pad(shape_mask(shape, size).astype(np.float32), _PAD)
+    if sigma == 0:
+        return mask
+    kernel = _gaussian_kernel(sigma)
+    mask = np.apply_along_axis(lambda r: np.convolve(r, kernel, mode="same"), 0, mask)
+    return np.apply_along_axis(lambda r: np.convolve(r, kernel, mode="same"), 1, mask)
+
+
 def _fit(soft: np.ndarray, settings: DetectorSettings) -> tuple[str, int, int, int, float]:
-    """Best (shape, x0, y0, size, soft IoU) for one object's colour mass `soft` [H, W]."""
+    """Best (shape, x0, y0, size, soft IoU) for one object's colour mass `soft` [H, W].
+
+    Every shape, every size near the one its mass suggests, every position near the one its
+    centre of mass suggests, and each template softness: the highest soft IoU wins.
+    """
     mass = soft.sum()
     ys, xs = np.indices(soft.shape)
     cx, cy = (soft * xs).sum() / mass, (soft * ys).sum() / mass  # centre of mass, pixel index units
+    margin = _PAD + settings.search + MAX_SIZE
+    padded = np.pad(soft, margin)
+    k = 2 * settings.search + 1
     best = ("", 0, 0, 0, -1.0)
     for shape in SHAPES:
         guess = int(_SIZES[np.abs(_AREAS[shape] - mass).argmin()])
         fx, fy = _CENTROIDS[shape]
         for s in range(max(MIN_SIZE, guess - settings.search), min(MAX_SIZE, guess + settings.search) + 1):
-            gx, gy = round(cx + 0.5 - fx * s), round(cy + 0.5 - fy * s)
-            template = shape_mask(shape, s)
-            for y0 in range(gy - settings.search, gy + settings.search + 1):
-                for x0 in range(gx - settings.search, gx + settings.search + 1):
-                    if x0 < 0 or y0 < 0 or x0 + s > CANVAS or y0 + s > CANVAS:
-                        continue
-                    window = soft[y0 : y0 + s, x0 : x0 + s]  # [s, s]
-                    overlap = np.minimum(window, template).sum()
-                    union = mass + template.sum() - overlap
-                    iou = float(overlap / union)
-                    if iou > best[4]:
-                        best = (shape, x0, y0, s, iou)
+            gx, gy = round(cx + 0.5 - fx * s) - settings.search, round(cy + 0.5 - fy * s) - settings.search
+            w = s + 2 * _PAD
+            top, left = gy - _PAD + margin, gx - _PAD + margin
+            region = padded[top : top + w + k - 1, left : left + w + k - 1]
+            windows = np.lib.stride_tricks.sliding_window_view(region, (w, w))  # [k, k, w, w]
+            x0s, y0s = gx + np.arange(k), gy + np.arange(k)
+            inside = ((y0s >= 0) & (y0s + s <= CANVAS))[:, None] & ((x0s >= 0) & (x0s + s <= CANVAS))[None, :]
+            for sigma in _BLURS:
+                template = soft_template(shape, s, sigma)
+                overlap = np.minimum(windows, template).sum(axis=(2, 3))  # [k, k]
+                iou = np.where(inside, overlap / (mass + template.sum() - overlap), -1.0)
+                j = int(iou.argmax())
+                if iou.flat[j] > best[4]:
+                    best = (shape, int(x0s[j % k]), int(y0s[j // k]), s, float(iou.flat[j]))
     return best
+
+
+def _hard_iou(mask: np.ndarray, shape: str, x0: int, y0: int, s: int) -> float:
+    placed = np.zeros_like(mask)
+    placed[y0 : y0 + s, x0 : x0 + s] = shape_mask(shape, s)
+    return float((mask & placed).sum() / (mask | placed).sum())
 
 
 class WorldDetector:
@@ -145,6 +182,9 @@ class WorldDetector:
                 near = _dilate(core, 2) & of_color
                 soft = np.where(near, alpha, 0.0)
                 shape, x0, y0, s, iou = _fit(soft, self.settings)
+                # Noise and compression lower the soft fit of a well-formed object; its
+                # half-coverage outline still matches the crisp mask, so take the better.
+                iou = max(iou, _hard_iou(soft >= 0.5, shape, x0, y0, s))
                 detections.append(Detection(shape, (x0, y0, x0 + s, y0 + s), round(iou, 4), name))
         return sorted(detections, key=lambda d: -d.score)
 
