@@ -1,7 +1,7 @@
 """The reasoning plan: GoT-style object phrases, each followed by its box.
 
 Text form, one entry per object, entries joined by "; ":
-    red circle (156,234),(437,516); star (625,94),(906,375)
+    red circle (156,234),(438,516); star (625,94),(906,375)
 A box is (x1,y1),(x2,y2) on GoT's 0-1000 grid, origin top-left (pixel * 1000 / 64, rounded);
 the colour is optional. `parse_plan` raises a typed PlanError for malformed text, so a
 reward or verifier can tell "unparseable" from "wrong".

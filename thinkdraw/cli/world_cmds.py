@@ -14,6 +14,7 @@ from thinkdraw.cli.progress import progress_bar
 from thinkdraw.errors import ThinkdrawError
 from thinkdraw.evaluator.geneval import write_prompt_folder
 from thinkdraw.plan import Plan, draw_plan
+from thinkdraw.policy.text import world_words
 from thinkdraw.viz import caption_grid
 from thinkdraw.world.layout import random_layout, scatter, solve_layout
 from thinkdraw.world.prompts import TASKS
@@ -133,6 +134,18 @@ def splits(config: WorldSplitsConfig) -> None:
         typer.echo(f"{name}: {info['prompts']} prompts, sha256 {info['sha256'][:12]}")
 
 
+@dataclass
+class WorldVocabConfig:
+    """List the words the world model reads (prompts and plans)."""
+
+
+def vocab(config: WorldVocabConfig) -> None:
+    words = [w for w in world_words() if not w.isdigit()]
+    typer.echo(" ".join(words))
+    typer.echo(f"({len(words)} words, plus the numbers 0-1000 and punctuation for plan boxes)")
+
+
 add_command(app, "sample", WorldSampleConfig, sample)
+add_command(app, "vocab", WorldVocabConfig, vocab)
 add_command(app, "render", WorldRenderConfig, render_split)
 add_command(app, "splits", WorldSplitsConfig, splits)

@@ -13,7 +13,7 @@ proportion to how much of that colour it holds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 from PIL import Image
@@ -105,7 +105,7 @@ def _gaussian_kernel(sigma: float) -> np.ndarray:
     return kernel / kernel.sum()
 
 
-@lru_cache(maxsize=None)
+@cache
 def soft_template(shape: str, size: int, sigma: float) -> np.ndarray:
     """The shape's mask with a _PAD margin, Gaussian-blurred by sigma (0: crisp); [s+2P, s+2P]."""
     mask = np.pad(shape_mask(shape, size).astype(np.float32), _PAD)

@@ -1,0 +1,196 @@
+"""The reasoning plan: its text form, its grid, its typed errors, and its checks."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from thinkdraw.errors import ThinkdrawError
+from thinkdraw.plan import (
+    EmptyPlanError,
+    Plan,
+    PlanBoxError,
+    PlanError,
+    PlanObject,
+    PlanSyntaxError,
+    UnknownWordError,
+    check_plan,
+    draw_plan,
+    parse_plan,
+    to_grid,
+)
+from thinkdraw.world.layout import random_layout, solve_layout
+from thinkdraw.world.render import WorldObject
+from thinkdraw.world.splits import load_split
+
+SCENE = [WorldObject("circle", "red", 10, 15, 18), WorldObject("star", "blue", 40, 6, 18)]
+
+
+def test_text_format_pinned():
+    # 10 -> 156.25, 15 -> 234.375, 28 -> 437.5, 33 -> 515.625, 40 -> 625, 6 -> 93.75, 58 -> 906.25, 24 -> 375.
+    # Python rounds 437.5 half to even: 438.
+    assert Plan.from_scene(SCENE).text() == "red circle (156,234),(438,516); blue star (625,94),(906,375)"
+    assert Plan.from_scene(SCENE, with_color=False).text() == "circle (156,234),(438,516); star (625,94),(906,375)"
+
+
+def test_round_trip_on_scenes():
+    rng = random.Random(0)
+    for _ in range(300):
+        objects = random_layout(rng, rng.randint(1, 6))
+        for with_color in (True, False):
+            plan = Plan.from_scene(objects, with_color)
+            assert parse_plan(plan.text()) == plan
+        plan = Plan.from_scene(objects)
+        assert [tuple(round(v) for v in o.pixel_box()) for o in plan.objects] == [o.box for o in objects]
+
+
+def test_grid_is_exact_to_invert_for_every_pixel():
+    grid = [to_grid((v, v, v, v))[0] for v in range(65)]
+    assert grid[:5] == [0, 16, 31, 47, 62] and grid[32] == 500 and grid[64] == 1000
+    assert len(set(grid)) == 65  # distinct pixels stay distinct
+    for v, g in enumerate(grid):
+        back = PlanObject("square", None, (g, g, g, g)).pixel_box()[0]
+        assert round(back) == v
+        assert abs(back - v) <= 0.5 * 64 / 1000 + 1e-12
+
+
+def test_parser_tolerates_spacing():
+    plan = parse_plan("  red   circle ( 156 , 234 ) , ( 438,516 ) ;star (625,94),(906,375);  ")
+    assert plan == Plan(
+        (PlanObject("circle", "red", (156, 234, 438, 516)), PlanObject("star", None, (625, 94, 906, 375)))
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "match"),
+    [
+        ("", EmptyPlanError, "no objects"),
+        (" ; ; ", EmptyPlanError, "no objects"),
+        ("red circle (1,2)", PlanSyntaxError, r"plan entry 1 is not"),
+        ("circle (0,0),(10,10); red circle (1,2),(3)", PlanSyntaxError, r"plan entry 2"),
+        ("Red circle (0,0),(10,10)", PlanSyntaxError, "entry 1"),
+        ("circle [0,0],[10,10]", PlanSyntaxError, "entry 1"),
+        ("green hexagon (0,0),(10,10)", UnknownWordError, "'green hexagon'"),
+        ("teal circle (0,0),(10,10)", UnknownWordError, "'teal circle'"),
+        ("circle red (0,0),(10,10)", UnknownWordError, "entry 1"),
+        ("big red circle (0,0),(10,10)", UnknownWordError, "entry 1"),
+        ("circle (10,0),(10,10)", PlanBoxError, r"box \(10,0\),\(10,10\)"),  # x2 <= x1
+        ("circle (20,0),(10,10)", PlanBoxError, "entry 1"),
+        ("circle (0,10),(10,5)", PlanBoxError, "entry 1"),  # y2 <= y1
+        ("circle (0,0),(1001,10)", PlanBoxError, "0-1000 grid"),
+        ("circle (-1,0),(10,10)", PlanBoxError, "entry 1"),
+    ],
+)
+def test_typed_errors(text, error, match):
+    with pytest.raises(error, match=match) as caught:
+        parse_plan(text)
+    assert isinstance(caught.value, PlanError) and isinstance(caught.value, ThinkdrawError)
+
+
+def test_full_grid_box_is_fine():
+    assert parse_plan("square (0,0),(1000,1000)").objects[0].pixel_box() == (0.0, 0.0, 64.0, 64.0)
+
+
+# --- check_plan -----------------------------------------------------------------------------
+
+LEFT_OF = {
+    "tag": "position",
+    "include": [{"class": "circle", "count": 1}, {"class": "cross", "count": 1, "position": ["left of", 0]}],
+    "prompt": "a photo of a cross left of a circle",
+}
+
+
+def test_check_correct_plan_with_relation():
+    check = check_plan(parse_plan("cross (0,0),(200,200); circle (500,0),(700,200)"), LEFT_OF)
+    assert (check.semantic, check.spatial, check.failures) == (True, True, ())
+
+
+def test_check_swapped_boxes_fail_spatial_only():
+    check = check_plan(parse_plan("cross (500,0),(700,200); circle (0,0),(200,200)"), LEFT_OF)
+    assert (check.semantic, check.spatial) == (True, False)
+    assert check.failures == ("planned cross (500,0),(700,200) is not left of circle (0,0),(200,200)",)
+
+
+def test_check_missing_object_fails_semantic_and_leaves_spatial_unchecked():
+    check = check_plan(parse_plan("cross (0,0),(200,200)"), LEFT_OF)
+    assert (check.semantic, check.spatial) == (False, None)
+    assert check.failures == ("expected circle>=1, found 0",)
+
+
+def test_check_wrong_colour_fails_semantic():
+    red = {
+        "tag": "colors",
+        "include": [{"class": "circle", "count": 1, "color": "red"}],
+        "prompt": "a photo of a red circle",
+    }
+    assert check_plan(parse_plan("red circle (0,0),(300,300)"), red) == check_plan(
+        parse_plan("red circle (100,100),(400,400)"), red
+    )
+    check = check_plan(parse_plan("blue circle (0,0),(300,300)"), red)
+    assert (check.semantic, check.spatial) == (False, None)
+    assert check.failures == ("expected red circle>=1, found 0 red; and 1 blue",)
+    assert not check_plan(parse_plan("circle (0,0),(300,300)"), red).semantic  # a colour left out is not red
+
+
+def test_check_wrong_count_fails_semantic():
+    three = {
+        "tag": "counting",
+        "include": [{"class": "square", "count": 3}],
+        "exclude": [{"class": "square", "count": 4}],
+        "prompt": "a photo of three squares",
+    }
+    boxes = ["(0,0),(200,200)", "(300,0),(500,200)", "(600,0),(800,200)", "(0,300),(200,500)"]
+    plan = lambda n: parse_plan("; ".join(f"square {b}" for b in boxes[:n]))  # noqa: E731
+    assert check_plan(plan(3), three).semantic
+    assert check_plan(plan(2), three).failures == ("expected square>=3, found 2",)
+    assert check_plan(plan(4), three).failures == ("expected square<4, found 4",)
+    assert check_plan(plan(3), three).spatial is None
+
+
+def test_check_every_subject_against_every_target():
+    two_left = {
+        "tag": "complex",
+        "include": [{"class": "circle", "count": 1}, {"class": "star", "count": 2, "position": ["left of", 0]}],
+        "exclude": [{"class": "star", "count": 3}],
+        "prompt": "a photo of two stars left of a circle",
+    }
+    good = parse_plan("star (0,0),(200,200); star (0,500),(200,700); circle (600,300),(800,500)")
+    assert check_plan(good, two_left).spatial is True
+    bad = parse_plan("star (0,0),(200,200); star (600,600),(800,800); circle (600,300),(800,500)")
+    check = check_plan(bad, two_left)
+    assert (check.semantic, check.spatial) == (True, False)
+    assert check.failures == ("planned star (600,600),(800,800) is not left of circle (600,300),(800,500)",)
+
+
+def test_ground_truth_plans_of_the_test_split_pass():
+    wrong = []
+    for index, record in enumerate(load_split("test")):
+        objects = solve_layout(record, random.Random(index))
+        check = check_plan(Plan.from_scene(objects), record)
+        has_relation = any("position" in c for c in record["include"])
+        if not check.semantic or check.spatial is not (True if has_relation else None):
+            wrong.append((record["prompt"], check))
+    assert wrong == []
+
+
+# --- draw_plan ----------------------------------------------------------------------------------
+
+
+def test_draw_plan_tints_boxes_and_leaves_background():
+    plan = parse_plan("red circle (250,250),(750,750); square (0,0),(125,125)")
+    image = np.asarray(draw_plan(plan, size=256)).astype(int)
+    assert image.shape == (256, 256, 3)
+    # Box (64, 64)-(192, 192): outline 2 px of the colour, inside the colour at alpha 110/255 over grey.
+    tint = [(c * 110 + 128 * 145) / 255 for c in (220, 30, 30)]  # 167.7, 85.7, 85.7
+    for x, y in [(150, 150), (100, 180), (180, 100), (66, 189)]:
+        assert np.abs(image[y, x] - tint).max() <= 1, (x, y)
+    assert image[100, 64].tolist() == [220, 30, 30]
+    assert image[100, 65].tolist() == [220, 30, 30]
+    assert image[191, 100].tolist() == [220, 30, 30]
+    for x, y in [(63, 100), (192, 100), (100, 63), (100, 192), (255, 255), (40, 200)]:
+        assert image[y, x].tolist() == [128, 128, 128], (x, y)
+    # An uncoloured object is tinted dark grey (60, 60, 60): (60 * 110 + 128 * 145) / 255 = 98.7.
+    assert np.abs(image[28, 28] - 98.7).max() <= 1
+    assert draw_plan(plan, size=128).size == (128, 128)

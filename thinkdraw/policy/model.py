@@ -1,0 +1,214 @@
+"""The Policy: one think-then-draw model on transformers' JanusForConditionalGeneration.
+
+The shapes-world model is a small Janus config trained here; Janus-Pro-1B/7B load through
+the same class (`Policy.load("deepseek-community/Janus-Pro-1B")` with the weights at hand).
+Everything the methods need goes through this interface:
+
+    think(prompts)                -> plans (text)
+    draw(prompts, plans)          -> image tokens drawn after the given plans
+    generate(prompts, think, ...) -> candidates: plan, image tokens, image, log-probs
+    logprobs(...)                 -> teacher-forced log-probs (differentiable) for trainers
+    decode(tokens) / decode_partial(tokens, step)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from transformers import AutoTokenizer, JanusConfig, JanusForConditionalGeneration, JanusVQVAE, LlamaConfig
+
+from thinkdraw.checkpoint import CheckpointError, load_model
+from thinkdraw.engine.sampling import Rollout, SamplingSettings, SpecialIds, generate, teacher_forced_logprobs
+from thinkdraw.errors import ThinkdrawError
+from thinkdraw.policy.text import TextIds, build_tokenizer, decode_text, encode_prompt
+from thinkdraw.policy.vq import decode_tokens, encode_images
+from thinkdraw.world.render import render_image
+
+
+def world_policy_config(vocab_size: int, vq: JanusVQVAE, hidden: int = 192, layers: int = 6) -> JanusConfig:
+    """A small Janus for the shapes world: a Llama of `layers` x `hidden`, the world VQ, a token-sized
+    understanding encoder (drawing never uses it, but JanusModel always builds one)."""
+    grid = vq.config.num_patches
+    text = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=hidden * 8 // 3 // 32 * 32,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 32,
+        num_key_value_heads=max(1, hidden // 96),
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+    )
+    vision = {
+        "image_size": grid * 8,
+        "patch_size": 8,
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 1,
+        "mlp_ratio": 1.0,
+        "projection_dim": hidden,
+        "num_image_tokens": grid * grid,
+    }
+    vq_config = vq.config.to_dict()
+    vq_config.update(projection_dim=hidden, image_token_embed_dim=hidden)
+    return JanusConfig(text_config=text.to_dict(), vision_config=vision, vq_config=vq_config)
+
+
+def new_world_policy(vq: JanusVQVAE, hidden: int = 192, layers: int = 6, seed: int = 0) -> Policy:
+    """An untrained world policy around a trained VQ (the start of `thinkdraw train base`)."""
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    model = JanusForConditionalGeneration(world_policy_config(len(tokenizer), vq, hidden, layers))
+    model.model.vqmodel.load_state_dict(vq.state_dict(), strict=True)
+    return Policy(model, tokenizer)
+
+
+@dataclass
+class Candidate:
+    prompt: str
+    plan: str | None  # the plan text; None when drawn without thinking
+    image_tokens: torch.Tensor  # [N]
+    image: Image.Image
+    plan_logprobs: torch.Tensor  # [plan tokens (+ boi when sampled)]
+    image_logprobs: torch.Tensor  # [N]
+
+
+class Policy:
+    def __init__(self, model: JanusForConditionalGeneration, tokenizer):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.ids = TextIds.of(tokenizer)
+        self.special = SpecialIds(pad=self.ids.pad, bos=self.ids.bos, boi=self.ids.boi)
+        self.num_image_tokens = model.config.vision_config.num_image_tokens
+        self._blank: int | None = None
+
+    @classmethod
+    def load(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> Policy:
+        """A local checkpoint directory or a hub id (model and tokenizer together)."""
+        model = load_model(JanusForConditionalGeneration, path, dtype=dtype)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"{path}: cannot load the tokenizer ({str(err).splitlines()[0]})") from None
+        model.eval()
+        return cls(model, tokenizer)
+
+    def save(self, path: str | Path) -> None:
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # -- text ------------------------------------------------------------------------------
+
+    def encode(self, prompt: str, think: bool) -> list[int]:
+        """[bos] prompt (+ [think]): the context a row starts from."""
+        ids = encode_prompt(self.tokenizer, prompt)
+        return ids + [self.ids.think] if think else ids
+
+    def plan_ids(self, plan: str) -> list[int]:
+        ids = self.tokenizer(plan, add_special_tokens=False)["input_ids"]
+        if self.ids.unk in ids:
+            raise ThinkdrawError(f"the plan has words the model does not know: {plan!r}")
+        return ids
+
+    # -- sampling --------------------------------------------------------------------------
+
+    def _rollout(
+        self,
+        prompts: list[str],
+        think: bool,
+        seed: int,
+        settings: SamplingSettings,
+        plans: list[str] | None = None,
+        on_image_step=None,
+    ) -> Rollout:
+        contexts = [self.encode(p, think) for p in prompts]
+        plan_ids = [self.plan_ids(p) for p in plans] if plans is not None else None
+        generators = [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in range(len(prompts))]
+        with torch.no_grad():
+            return generate(
+                self.model,
+                contexts,
+                self.special,
+                settings,
+                generators,
+                think=think,
+                num_image_tokens=self.num_image_tokens,
+                plan_ids=plan_ids,
+                on_image_step=on_image_step,
+            )
+
+    def think(self, prompts: list[str], seed: int = 0, settings: SamplingSettings | None = None) -> list[str]:
+        """Plans only (the image is drawn too: a plan's end is the model's choice to start drawing)."""
+        return [c.plan for c in self.generate(prompts, think=True, seed=seed, settings=settings)]
+
+    def draw(
+        self, prompts: list[str], plans: list[str], seed: int = 0, settings: SamplingSettings | None = None
+    ) -> torch.Tensor:
+        """Image tokens [B, N] drawn after the given plans."""
+        rollout = self._rollout(prompts, True, seed, settings or SamplingSettings(), plans=plans)
+        return rollout.image_ids
+
+    def generate(
+        self,
+        prompts: list[str],
+        think: bool = True,
+        n: int = 1,
+        seed: int = 0,
+        settings: SamplingSettings | None = None,
+        on_image_step=None,
+    ) -> list[Candidate]:
+        """n candidates per prompt, in prompt order (prompt 0's n candidates first); seeded per row."""
+        rows = [p for p in prompts for _ in range(n)]
+        rollout = self._rollout(rows, think, seed, settings or SamplingSettings(), on_image_step=on_image_step)
+        images = self.decode(rollout.image_ids)
+        return [
+            Candidate(
+                prompt=row,
+                plan=decode_text(self.tokenizer, rollout.think_ids[i]) if think else None,
+                image_tokens=rollout.image_ids[i],
+                image=images[i],
+                plan_logprobs=rollout.think_logprobs[i],
+                image_logprobs=rollout.image_logprobs[i],
+            )
+            for i, row in enumerate(rows)
+        ]
+
+    def logprobs(
+        self,
+        prompts: list[str],
+        plan_ids: list[list[int]],
+        image_ids: torch.Tensor,
+        think: bool,
+        boi_sampled: list[bool],
+        settings: SamplingSettings | None = None,
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Teacher-forced log-probs of plans and images (differentiable), equal to the sampler's."""
+        contexts = [self.encode(p, think) for p in prompts]
+        return teacher_forced_logprobs(
+            self.model, contexts, plan_ids, image_ids, self.special, settings or SamplingSettings(), boi_sampled
+        )
+
+    # -- images ----------------------------------------------------------------------------
+
+    def decode(self, image_ids: torch.Tensor) -> list[Image.Image]:
+        return decode_tokens(self.model.model.vqmodel, image_ids)
+
+    def blank_token(self) -> int:
+        """The code of an empty patch: what a partial image shows where nothing is drawn yet."""
+        if self._blank is None:
+            tokens = encode_images(self.model.model.vqmodel, [render_image([])])[0]
+            self._blank = int(tokens.mode().values)
+        return self._blank
+
+    def decode_partial(self, image_ids: torch.Tensor, step: int) -> list[Image.Image]:
+        """Images from the first `step` tokens of each row (raster order), the rest left empty."""
+        partial = image_ids.clone()
+        partial[:, step:] = self.blank_token()
+        return self.decode(partial)

@@ -1,0 +1,53 @@
+"""Pieces every training loop shares: the learning-rate schedule, the run log, run metadata."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+
+def cosine_lr(step: int, steps: int, warmup: int, peak: float, floor: float = 0.1) -> float:
+    """Linear warm-up to `peak`, then cosine decay to `floor * peak` at `steps`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def format_metrics(record: dict) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
+
+
+def run_meta(kind: str, step: int, config) -> dict:
+    """What a checkpoint says about itself: kind, step, the run's config (JSON-safe)."""
+    return {"kind": kind, "step": step, "run_config": json.loads(json.dumps(asdict(config), default=str))}
+
+
+class RunLog:
+    """Metrics to OUT/log.jsonl (appended, so a resumed run continues it) and to the console."""
+
+    def __init__(self, out: Path, echo: Callable[[str], None], max_minutes: float = 0.0):
+        out.mkdir(parents=True, exist_ok=True)
+        self.file = (out / "log.jsonl").open("a")
+        self.echo = echo
+        self.max_minutes = max_minutes
+        self.began = time.monotonic()
+
+    def minutes(self) -> float:
+        return (time.monotonic() - self.began) / 60
+
+    def out_of_time(self) -> bool:
+        return bool(self.max_minutes) and self.minutes() > self.max_minutes
+
+    def write(self, record: dict) -> None:
+        record = {**record, "minutes": self.minutes()}
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        self.echo(format_metrics(record))
+
+    def close(self) -> None:
+        self.file.close()

@@ -1,0 +1,62 @@
+"""Training examples from the shapes world: prompt, plan and the image drawn from that plan.
+
+Plans are written like an LLM's chains of thought would be: mostly right, but a share of
+them (`error_rate`, 15% by default) carries exactly one mistake: an object of the wrong
+colour or shape, one missing, one extra, or objects in the wrong places. The image always
+follows the plan, mistakes included, so the model learns to draw what it planned, and a
+wrong plan leads to a wrong image: something real for later rewards to correct.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+
+from thinkdraw.plan import Plan
+from thinkdraw.world.layout import place, scatter, solve_layout
+from thinkdraw.world.render import WorldObject
+from thinkdraw.world.spec import COLORS, SHAPES
+
+ERRORS = ("color", "shape", "missing", "extra", "misplaced")
+
+
+@dataclass(frozen=True)
+class WorldExample:
+    prompt: str
+    plan: str
+    objects: tuple[WorldObject, ...]  # what the image shows (= what the plan says)
+    error: str | None  # which mistake the plan carries, None when it is right
+
+
+def with_error(objects: list[WorldObject], kind: str, rng: random.Random) -> list[WorldObject] | None:
+    """The scene with one mistake of `kind`; None when that mistake cannot be made here."""
+    objects = list(objects)
+    i = rng.randrange(len(objects))
+    if kind == "color":
+        objects[i] = replace(objects[i], color=rng.choice([c for c in COLORS if c != objects[i].color]))
+    elif kind == "shape":
+        objects[i] = replace(objects[i], shape=rng.choice([s for s in SHAPES if s != objects[i].shape]))
+    elif kind == "missing":
+        if len(objects) == 1:
+            return None
+        del objects[i]
+    elif kind == "extra":
+        extra = place(rng, [(o.shape, o.color) for o in objects] + [(objects[i].shape, rng.choice(list(COLORS)))])
+        if extra is None:
+            return None
+        objects = extra
+    elif kind == "misplaced":
+        objects = scatter(rng, [(o.shape, o.color) for o in objects])
+    return objects
+
+
+def world_example(record: dict, rng: random.Random, error_rate: float = 0.15) -> WorldExample:
+    objects = solve_layout(record, rng)
+    error = None
+    if rng.random() < error_rate:
+        for kind in rng.sample(ERRORS, len(ERRORS)):
+            wrong = with_error(objects, kind, rng)
+            if wrong is not None:
+                objects, error = wrong, kind
+                break
+    return WorldExample(record["prompt"], Plan.from_scene(objects).text(), tuple(objects), error)

@@ -1,0 +1,182 @@
+"""Supervised training of the world policy: stage `base` (prompt -> image, like Janus-Pro
+before any reasoning) and stage `sft` (prompt -> plan -> image, ReasonGen-R1's recipe).
+
+Loss: token-weighted cross-entropy, plan tokens (and the [boi] that ends a plan) weighted
+`text_weight` (2.0), image tokens `image_weight` (1.0). A share `drop_rate` (10%) of rows
+has prompt and plan replaced by [pad] to train the unconditional branch of CFG exactly as
+the engine builds it at sampling time; those rows carry image loss only.
+
+lr -> forward -> backward -> clip -> step -> log -> save, in one loop. Batches are drawn
+from a generator seeded by (seed, step), so a resumed run sees the batches it would have.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import JanusForConditionalGeneration, JanusVQVAE
+
+from thinkdraw.checkpoint import load_model, load_trainer_state, read_meta, save_checkpoint
+from thinkdraw.cli.config import option
+from thinkdraw.engine.sampling import sequence_logits
+from thinkdraw.errors import ThinkdrawError
+from thinkdraw.policy.model import Policy, new_world_policy
+from thinkdraw.policy.vq import encode_images
+from thinkdraw.trainers.common import RunLog, cosine_lr, run_meta
+from thinkdraw.trainers.data import world_example
+from thinkdraw.world.render import render_image
+from thinkdraw.world.splits import load_split
+
+STAGES = ("base", "sft")
+
+
+@dataclass
+class TrainPolicyConfig:
+    """Train the world policy: stage base (prompt -> image) or sft (prompt -> plan -> image)."""
+
+    stage: str = option(help="base or sft", argument=True)
+    init: Path = option(help="base: a VQ checkpoint; sft: a base policy checkpoint", argument=True)
+    out: Path = option(Path("runs/policy"), "run folder: checkpoint/ and log.jsonl go here")
+    steps: int = option(3000, "optimizer steps")
+    batch_size: int = option(32, "sequences per batch")
+    lr: float = option(1e-3, "peak learning rate (AdamW), cosine decay after warm-up")
+    warmup: int = option(100, "warm-up steps")
+    text_weight: float = option(2.0, "loss weight of plan tokens")
+    image_weight: float = option(1.0, "loss weight of image tokens")
+    drop_rate: float = option(0.1, "share of rows whose prompt and plan are dropped (CFG's unconditional branch)")
+    think_rate: float = option(0.8, "sft: share of rows with a plan (the rest draw directly)")
+    error_rate: float = option(0.15, "sft: share of plans that carry one mistake (the image follows the plan)")
+    hidden: int = option(192, "base: LM width")
+    layers: int = option(6, "base: LM layers")
+    save_every: int = option(500, "checkpoint every this many steps")
+    max_minutes: float = option(0.0, "stop (and save) after this many minutes; 0: no limit")
+    threads: int = option(2, "CPU threads for torch")
+    seed: int = option(0, "random seed")
+    resume: bool = option(False, "continue from OUT/checkpoint")
+
+    def __post_init__(self):
+        if self.stage not in STAGES:
+            raise ThinkdrawError(f"unknown stage {self.stage!r}; choose base or sft")
+        if not self.init.is_dir():
+            raise ThinkdrawError(f"{self.init}: no such checkpoint folder")
+        for name in ("drop_rate", "think_rate", "error_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ThinkdrawError(f"--{name.replace('_', '-')} must be between 0 and 1")
+        if self.resume and not (self.out / "checkpoint").is_dir():
+            raise ThinkdrawError(f"--resume: no checkpoint at {self.out / 'checkpoint'}")
+
+
+@dataclass
+class Batch:
+    contexts: list[list[int]]  # [bos] prompt (+ [think]), or [bos] + pads when dropped
+    plans: list[list[int]]  # plan tokens, [] when the row draws directly, pads when dropped
+    image_ids: torch.Tensor  # [B, N]
+    text_rows: list[bool]  # rows whose plan tokens (and [boi]) carry loss
+
+
+def make_batch(policy: Policy, records: list[dict], config: TrainPolicyConfig, step: int) -> Batch:
+    rng = random.Random(f"{config.seed}:{step}")
+    think_rate = config.think_rate if config.stage == "sft" else 0.0
+    error_rate = config.error_rate if config.stage == "sft" else 0.0
+    examples = [world_example(rng.choice(records), rng, error_rate) for _ in range(config.batch_size)]
+    image_ids = encode_images(policy.model.model.vqmodel, [render_image(e.objects) for e in examples])
+    contexts, plans, text_rows = [], [], []
+    for example in examples:
+        think = rng.random() < think_rate
+        context = policy.encode(example.prompt, think)
+        plan = policy.plan_ids(example.plan) if think else []
+        dropped = rng.random() < config.drop_rate
+        if dropped:
+            context = [context[0]] + [policy.ids.pad] * (len(context) - 1)
+            plan = [policy.ids.pad] * len(plan)
+        contexts.append(context)
+        plans.append(plan)
+        text_rows.append(think and not dropped)
+    return Batch(contexts, plans, image_ids, text_rows)
+
+
+def policy_loss(policy: Policy, batch: Batch, text_weight: float, image_weight: float) -> tuple[torch.Tensor, dict]:
+    """Token-weighted cross-entropy over plan (+ [boi]) and image tokens; returns (loss, detached metrics)."""
+    text_logits, image_logits = sequence_logits(
+        policy.model, batch.contexts, batch.plans, batch.image_ids, policy.special
+    )  # list of [len(plan) + 1, V_text], [B, N, V_image]
+    image_ce = F.cross_entropy(image_logits.flatten(0, 1), batch.image_ids.flatten(), reduction="sum")
+    n_image = batch.image_ids.numel()
+    text_ce = image_ce.new_zeros(())
+    n_text = 0
+    for logits, plan, used in zip(text_logits, batch.plans, batch.text_rows, strict=True):
+        if used:
+            target = torch.tensor(plan + [policy.ids.boi], device=logits.device)
+            text_ce = text_ce + F.cross_entropy(logits, target, reduction="sum")
+            n_text += len(target)
+    loss = (text_weight * text_ce + image_weight * image_ce) / (text_weight * n_text + image_weight * n_image)
+    metrics = {"loss": loss.item(), "image_ce": image_ce.item() / n_image, "text_ce": text_ce.item() / max(1, n_text)}
+    return loss, metrics
+
+
+def trainable_parameters(model: JanusForConditionalGeneration) -> list[torch.nn.Parameter]:
+    """Everything but the frozen VQ and the understanding encoder (drawing never uses it)."""
+    frozen = ("model.vqmodel.", "model.vision_model.", "model.aligner.")
+    params = []
+    for name, param in model.named_parameters():
+        param.requires_grad_(not name.startswith(frozen))
+        if param.requires_grad:
+            params.append(param)
+    return params
+
+
+def train_policy(config: TrainPolicyConfig, echo=print) -> Policy:
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    checkpoint = config.out / "checkpoint"
+    if config.resume:
+        policy, start = Policy.load(checkpoint), read_meta(checkpoint)["step"]
+    elif config.stage == "base":
+        policy, start = new_world_policy(load_model(JanusVQVAE, config.init), config.hidden, config.layers), 0
+    else:
+        policy, start = Policy.load(config.init), 0
+    policy.model.train()
+    params = trainable_parameters(policy.model)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    if config.resume:
+        load_trainer_state(checkpoint, optimizer)
+    records = load_split("train")
+    log = RunLog(config.out, echo, config.max_minutes)
+
+    def save(step: int) -> None:
+        meta = run_meta(f"policy-{config.stage}", step, config)
+        save_checkpoint(checkpoint, policy.model, meta, optimizer, tokenizer=policy.tokenizer)
+
+    step = start
+    try:
+        for step in range(start, config.steps):
+            if log.out_of_time():
+                echo(f"time budget reached at step {step}")
+                break
+            lr = cosine_lr(step, config.steps, config.warmup, config.lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = make_batch(policy, records, config, step)
+            loss, metrics = policy_loss(policy, batch, config.text_weight, config.image_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, 1.0).item()
+            optimizer.step()
+            if step % 25 == 0 or step == config.steps - 1:
+                log.write({"step": step, "lr": lr, **metrics})
+            if (step + 1) % config.save_every == 0:
+                save(step + 1)
+        else:
+            step = config.steps
+    except KeyboardInterrupt:
+        echo(f"interrupted at step {step}; saving")
+        save(step)
+        raise
+    save(step)
+    log.close()
+    policy.model.eval()
+    return policy
