@@ -3,7 +3,8 @@
 For each degradation it renders the same seeded random scenes (1-6 objects), degrades
 them, detects, and matches detections to the truth one to one. An object is "right"
 when a detection has its shape, colour and box exactly; "label right" when shape and
-colour match a detection whose box centre is within 2 px. Also: extra detections, true objects whose score is at or under 0.9 (GenEval's counting threshold),
+colour match a detection whose box centre is within 2 px. Also: extra detections,
+true objects scored at or under 0.9 (GenEval's counting threshold),
 scenes read wholly right, mean score, and images per second.
 
     python benchmarks/detector_robustness.py --scenes 2000
@@ -77,9 +78,8 @@ def main() -> None:
     detector = WorldDetector()
     total_objects = sum(len(s) for s in scenes)
     print(f"{args.scenes} scenes, {total_objects} objects")
-    print(
-        f"{'degradation':<12} {'exact':>8} {'label':>8} {'extra':>6} {'scenes':>8} {'score':>7} {'<=0.9':>7} {'img/s':>7}"
-    )
+    columns = ("exact", "label", "extra", "scenes", "score", "<=0.9", "img/s")
+    print(f"{'degradation':<12} " + " ".join(f"{c:>8}" for c in columns))
     for name in args.degradations:
         noise_rng = np.random.default_rng(args.seed)
         degraded = [degrade(image, name, noise_rng) for image in images]

@@ -151,6 +151,13 @@ def test_unreadable_png(val_folder, tmp_path):
     assert not (tmp_path / "results.jsonl").exists()
 
 
+def test_truncated_png(val_folder, tmp_path):
+    folder = copy_prompt(val_folder, tmp_path)
+    data = (folder / "samples" / "0000.png").read_bytes()
+    (folder / "samples" / "0000.png").write_bytes(data[: len(data) // 2])  # the header opens, the pixels do not
+    assert_one_line_error(invoke("eval", "geneval", tmp_path), "0000.png: cannot read image (OSError)")
+
+
 def test_wrong_size_png(val_folder, tmp_path):
     folder = copy_prompt(val_folder, tmp_path)
     Image.new("RGB", (50, 70)).save(folder / "samples" / "0000.png")

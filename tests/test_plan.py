@@ -30,7 +30,7 @@ SCENE = [WorldObject("circle", "red", 10, 15, 18), WorldObject("star", "blue", 4
 
 def test_text_format_pinned():
     # 10 -> 156.25, 15 -> 234.375, 28 -> 437.5, 33 -> 515.625, 40 -> 625, 6 -> 93.75, 58 -> 906.25, 24 -> 375.
-    # Python rounds 437.5 half to even: 438.
+    # Rounded half up: 437.5 -> 438.
     assert Plan.from_scene(SCENE).text() == "red circle (156,234),(438,516); blue star (625,94),(906,375)"
     assert Plan.from_scene(SCENE, with_color=False).text() == "circle (156,234),(438,516); star (625,94),(906,375)"
 
@@ -48,7 +48,7 @@ def test_round_trip_on_scenes():
 
 def test_grid_is_exact_to_invert_for_every_pixel():
     grid = [to_grid((v, v, v, v))[0] for v in range(65)]
-    assert grid[:5] == [0, 16, 31, 47, 62] and grid[32] == 500 and grid[64] == 1000
+    assert grid[:5] == [0, 16, 31, 47, 63] and grid[32] == 500 and grid[64] == 1000
     assert len(set(grid)) == 65  # distinct pixels stay distinct
     for v, g in enumerate(grid):
         back = PlanObject("square", None, (g, g, g, g)).pixel_box()[0]

@@ -9,6 +9,7 @@ reward or verifier can tell "unparseable" from "wrong".
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -75,8 +76,8 @@ class Plan:
 
 
 def to_grid(box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
-    """Pixel box -> 0-1000 grid (rounded; exact to invert for pixel coordinates)."""
-    return tuple(round(v * PLAN_GRID / CANVAS) for v in box)
+    """Pixel box -> 0-1000 grid, rounded half up (exact to invert for pixel coordinates)."""
+    return tuple(math.floor(v * PLAN_GRID / CANVAS + 0.5) for v in box)
 
 
 _ENTRY = re.compile(

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import typer
 from PIL import Image
 
-from thinkdraw.cli.config import option
 from thinkdraw.cli.progress import progress_bar
-from thinkdraw.engine.sampling import SamplingSettings
-from thinkdraw.errors import ThinkdrawError
+from thinkdraw.configs import GenerateConfig
 from thinkdraw.evaluator.geneval import write_prompt_folder
 from thinkdraw.plan import PlanError, draw_plan, parse_plan
-from thinkdraw.policy.model import Candidate, Policy
 from thinkdraw.viz import caption_grid
 from thinkdraw.world.splits import read_jsonl
 
@@ -29,40 +24,7 @@ def resolve_model(name: str) -> str | Path:
     return SHIPPED.get(name, name)
 
 
-@dataclass
-class GenerateConfig:
-    """Generate images, thinking first (--think): one prompt to a picture, or a metadata file to a GenEval folder."""
-
-    prompt: str | None = option(None, "the prompt (or use --metadata)", argument=True)
-    metadata: Path | None = option(None, "a GenEval metadata JSONL: generate for every line into --outdir")
-    outdir: Path | None = option(None, "with --metadata: output folder in GenEval's layout")
-    output: Path = option(Path("out.png"), "with a prompt: the picture to write", short="-o")
-    n: int = option(4, "with a prompt: how many images", short="-n")
-    images_per_prompt: int = option(4, "with --metadata: images per prompt")
-    think: bool = option(True, "write a plan before drawing")
-    model: str = option("sft", "shipped world model (sft, base), a local checkpoint folder, or a hub id")
-    cfg_scale: float = option(5.0, "classifier-free guidance scale (1 = off)")
-    temperature: float = option(1.0, "image-token temperature")
-    top_k: int = option(0, "image-token top-k (0 = off)")
-    seed: int = option(0, "random seed")
-    batch_size: int = option(16, "rows sampled together")
-    threads: int = option(2, "CPU threads for torch")
-
-    def __post_init__(self):
-        if (self.prompt is None) == (self.metadata is None):
-            raise ThinkdrawError("give either a prompt or --metadata FILE (not both)")
-        if self.metadata is not None and self.outdir is None:
-            raise ThinkdrawError("--metadata needs --outdir")
-        if self.cfg_scale < 1 or self.temperature < 0 or self.top_k < 0:
-            raise ThinkdrawError("--cfg-scale must be >= 1, --temperature >= 0, --top-k >= 0")
-        if min(self.n, self.images_per_prompt, self.batch_size) < 1:
-            raise ThinkdrawError("-n, --images-per-prompt and --batch-size must be at least 1")
-
-    def settings(self) -> SamplingSettings:
-        return SamplingSettings(cfg_scale=self.cfg_scale, temperature=self.temperature, top_k=self.top_k)
-
-
-def _picture(candidate: Candidate) -> Image.Image:
+def _picture(candidate) -> Image.Image:
     """The image, and beside it the plan's boxes (when it has a readable plan)."""
     image = candidate.image.resize((256, 256), Image.Resampling.NEAREST)
     if candidate.plan is None:
@@ -77,6 +39,10 @@ def _picture(candidate: Candidate) -> Image.Image:
 
 
 def generate(config: GenerateConfig) -> None:
+    import torch
+
+    from thinkdraw.policy.model import Policy
+
     torch.set_num_threads(config.threads)
     policy = Policy.load(resolve_model(config.model))
     if config.metadata is None:

@@ -5,20 +5,22 @@ from __future__ import annotations
 import typer
 
 from thinkdraw.cli.config import add_command
-from thinkdraw.trainers.common import format_metrics
-from thinkdraw.trainers.sft import TrainPolicyConfig, train_policy
-from thinkdraw.trainers.vq import TrainVQConfig, roundtrip_accuracy, train_vq
+from thinkdraw.configs import TrainPolicyConfig, TrainVQConfig
 
 app = typer.Typer(help="Train the world model's parts.", no_args_is_help=True)
 
 
 def vq(config: TrainVQConfig) -> None:
+    from thinkdraw.trainers.common import format_metrics
+    from thinkdraw.trainers.vq import roundtrip_accuracy, train_vq
+
     model = train_vq(config, echo=typer.echo)
-    report = roundtrip_accuracy(model)
-    typer.echo("round trip: " + format_metrics(report))
+    typer.echo("round trip: " + format_metrics(roundtrip_accuracy(model)))
 
 
 def policy(config: TrainPolicyConfig) -> None:
+    from thinkdraw.trainers.sft import train_policy
+
     train_policy(config, echo=typer.echo)
 
 

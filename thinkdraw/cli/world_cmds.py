@@ -14,7 +14,6 @@ from thinkdraw.cli.progress import progress_bar
 from thinkdraw.errors import ThinkdrawError
 from thinkdraw.evaluator.geneval import write_prompt_folder
 from thinkdraw.plan import Plan, draw_plan
-from thinkdraw.policy.text import world_words
 from thinkdraw.viz import caption_grid
 from thinkdraw.world.layout import random_layout, scatter, solve_layout
 from thinkdraw.world.prompts import TASKS
@@ -140,6 +139,8 @@ class WorldVocabConfig:
 
 
 def vocab(config: WorldVocabConfig) -> None:
+    from thinkdraw.policy.text import world_words
+
     words = [w for w in world_words() if not w.isdigit()]
     typer.echo(" ".join(words))
     typer.echo(f"({len(words)} words, plus the numbers 0-1000 and punctuation for plan boxes)")

@@ -174,7 +174,13 @@ def validate_metadata(metadata: object, classes: tuple[str, ...] | None = None) 
                 raise MetadataError(f"{where}: colour {clause['color']!r} is not one of GenEval's ten")
             if "position" in clause:
                 pos = clause["position"]
-                ok = isinstance(pos, list) and len(pos) == 2 and pos[0] in RELATIONS and isinstance(pos[1], int)
+                ok = (
+                    isinstance(pos, list)
+                    and len(pos) == 2
+                    and pos[0] in RELATIONS
+                    and isinstance(pos[1], int)
+                    and not isinstance(pos[1], bool)
+                )
                 if not ok or kind == "exclude" or not 0 <= pos[1] < i:
                     raise MetadataError(f"{where}: position must be [relation, index of an earlier include clause]")
     return metadata

@@ -14,60 +14,20 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from transformers import JanusForConditionalGeneration, JanusVQVAE
 
 from thinkdraw.checkpoint import load_model, load_trainer_state, read_meta, save_checkpoint
-from thinkdraw.cli.config import option
+from thinkdraw.configs import TrainPolicyConfig
 from thinkdraw.engine.sampling import sequence_logits
-from thinkdraw.errors import ThinkdrawError
 from thinkdraw.policy.model import Policy, new_world_policy
 from thinkdraw.policy.vq import encode_images
 from thinkdraw.trainers.common import RunLog, cosine_lr, run_meta
 from thinkdraw.trainers.data import world_example
 from thinkdraw.world.render import render_image
 from thinkdraw.world.splits import load_split
-
-STAGES = ("base", "sft")
-
-
-@dataclass
-class TrainPolicyConfig:
-    """Train the world policy: stage base (prompt -> image) or sft (prompt -> plan -> image)."""
-
-    stage: str = option(help="base or sft", argument=True)
-    init: Path = option(help="base: a VQ checkpoint; sft: a base policy checkpoint", argument=True)
-    out: Path = option(Path("runs/policy"), "run folder: checkpoint/ and log.jsonl go here")
-    steps: int = option(3000, "optimizer steps")
-    batch_size: int = option(32, "sequences per batch")
-    lr: float = option(1e-3, "peak learning rate (AdamW), cosine decay after warm-up")
-    warmup: int = option(100, "warm-up steps")
-    text_weight: float = option(2.0, "loss weight of plan tokens")
-    image_weight: float = option(1.0, "loss weight of image tokens")
-    drop_rate: float = option(0.1, "share of rows whose prompt and plan are dropped (CFG's unconditional branch)")
-    think_rate: float = option(0.8, "sft: share of rows with a plan (the rest draw directly)")
-    error_rate: float = option(0.15, "sft: share of plans that carry one mistake (the image follows the plan)")
-    hidden: int = option(192, "base: LM width")
-    layers: int = option(6, "base: LM layers")
-    save_every: int = option(500, "checkpoint every this many steps")
-    max_minutes: float = option(0.0, "stop (and save) after this many minutes; 0: no limit")
-    threads: int = option(2, "CPU threads for torch")
-    seed: int = option(0, "random seed")
-    resume: bool = option(False, "continue from OUT/checkpoint")
-
-    def __post_init__(self):
-        if self.stage not in STAGES:
-            raise ThinkdrawError(f"unknown stage {self.stage!r}; choose base or sft")
-        if not self.init.is_dir():
-            raise ThinkdrawError(f"{self.init}: no such checkpoint folder")
-        for name in ("drop_rate", "think_rate", "error_rate"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ThinkdrawError(f"--{name.replace('_', '-')} must be between 0 and 1")
-        if self.resume and not (self.out / "checkpoint").is_dir():
-            raise ThinkdrawError(f"--resume: no checkpoint at {self.out / 'checkpoint'}")
 
 
 @dataclass

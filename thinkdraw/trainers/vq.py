@@ -8,8 +8,6 @@ run sees exactly the batches it would have seen.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,43 +15,12 @@ import torch.nn.functional as F
 from transformers import JanusVQVAE
 
 from thinkdraw.checkpoint import load_model, load_trainer_state, read_meta, save_checkpoint
-from thinkdraw.cli.config import option
-from thinkdraw.errors import ThinkdrawError
+from thinkdraw.configs import TrainVQConfig
 from thinkdraw.policy.vq import decode_tokens, encode_images, normalize_codebook, to_pixels, vq_forward, world_vq_config
 from thinkdraw.trainers.common import RunLog, cosine_lr, run_meta
 from thinkdraw.world.detector import WorldDetector
 from thinkdraw.world.layout import random_layout
 from thinkdraw.world.render import render, render_image
-
-
-@dataclass
-class TrainVQConfig:
-    """Train the VQ image tokenizer on rendered world scenes."""
-
-    out: Path = option(Path("runs/vq"), "run folder: checkpoint/ and log.jsonl go here")
-    steps: int = option(4000, "optimizer steps")
-    batch_size: int = option(16, "scenes per batch")
-    lr: float = option(2e-3, "peak learning rate (Adam), cosine decay after warm-up")
-    warmup: int = option(100, "warm-up steps")
-    codebook: int = option(1024, "codebook size (image-token vocabulary)")
-    beta: float = option(0.25, "commitment loss weight")
-    max_objects: int = option(8, "scenes have 1 to this many objects")
-    restart_every: int = option(
-        200, "every this many steps, codes unused since the last restart move to fresh encoder outputs"
-    )
-    save_every: int = option(500, "checkpoint every this many steps")
-    max_minutes: float = option(0.0, "stop (and save) after this many minutes; 0: no limit")
-    threads: int = option(2, "CPU threads for torch")
-    seed: int = option(0, "random seed (data and initialisation)")
-    resume: bool = option(False, "continue from OUT/checkpoint")
-
-    def __post_init__(self):
-        if self.steps < 1 or self.batch_size < 1:
-            raise ThinkdrawError("--steps and --batch-size must be at least 1")
-        if not 1 <= self.max_objects <= 12:
-            raise ThinkdrawError("--max-objects must be between 1 and 12")
-        if self.resume and not (self.out / "checkpoint").is_dir():
-            raise ThinkdrawError(f"--resume: no checkpoint at {self.out / 'checkpoint'}")
 
 
 def scene_batch(seed: int, step: int, batch_size: int, max_objects: int) -> torch.Tensor:

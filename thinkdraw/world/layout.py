@@ -42,9 +42,9 @@ def place(
     placed: list[WorldObject] = []
     for (shape, color), (rx0, ry0, rx1, ry1) in zip(items, regions, strict=True):
         for _ in range(tries):
-            size = rng.randint(MIN_SIZE, min(top, rx1 - rx0, ry1 - ry0))
-            if size < MIN_SIZE:
+            if min(rx1 - rx0, ry1 - ry0) < MIN_SIZE:
                 return None
+            size = rng.randint(MIN_SIZE, min(top, rx1 - rx0, ry1 - ry0))
             obj = WorldObject(shape, color, rng.randint(rx0, rx1 - size), rng.randint(ry0, ry1 - size), size)
             if all(boxes_apart(obj.box, other.box) for other in placed):
                 placed.append(obj)
