@@ -95,8 +95,8 @@ def main() -> None:
             low += low_scores(scene, detections)
         rate = len(scenes) / (time.perf_counter() - start)
         print(
-            f"{name:<12} {exact / total_objects:>8.2%} {label / total_objects:>8.2%} {extra:>6d} "
-            f"{whole / len(scenes):>8.2%} {np.mean(scores):>7.3f} {low / total_objects:>7.2%} {rate:>7.1f}"
+            f"{name:<12} {exact / total_objects:>8.2%} {label / total_objects:>8.2%} {extra:>8d} "
+            f"{whole / len(scenes):>8.2%} {np.mean(scores):>8.3f} {low / total_objects:>8.2%} {rate:>8.1f}"
         )
 
 

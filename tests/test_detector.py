@@ -152,3 +152,14 @@ def test_wrong_image_size_raises_image_error(size):
 def test_wrong_array_shape_raises_image_error():
     with pytest.raises(ImageError):
         DETECTOR.detect(np.zeros((64, 64, 4), dtype=np.uint8))
+
+
+def test_malformed_blob_at_the_edge_is_fitted_inside_the_canvas():
+    # A generated image can hold colour masses no shape makes; near an edge the first guess
+    # of their box lies off the canvas. Regression: this raised instead of fitting.
+    pixels = np.full((64, 64, 3), 128, dtype=np.uint8)
+    pixels[0:6, 10:50] = (220, 30, 30)  # a 40 x 6 red strip along the top
+    detections = DETECTOR.detect(pixels)
+    assert len(detections) == 1
+    x0, y0, x1, y1 = detections[0].box
+    assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64 and detections[0].color == "red"

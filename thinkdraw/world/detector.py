@@ -133,17 +133,19 @@ def _fit(soft: np.ndarray, settings: DetectorSettings) -> tuple[str, int, int, i
         guess = int(_SIZES[np.abs(_AREAS[shape] - mass).argmin()])
         fx, fy = _CENTROIDS[shape]
         for s in range(max(MIN_SIZE, guess - settings.search), min(MAX_SIZE, guess + settings.search) + 1):
-            gx, gy = round(cx + 0.5 - fx * s) - settings.search, round(cy + 0.5 - fy * s) - settings.search
+            # Top-left corners to try: k x k around the guess, kept inside the canvas.
+            last = CANVAS - s - (k - 1)
+            gx = min(max(round(cx + 0.5 - fx * s) - settings.search, 0), last)
+            gy = min(max(round(cy + 0.5 - fy * s) - settings.search, 0), last)
             w = s + 2 * _PAD
             top, left = gy - _PAD + margin, gx - _PAD + margin
             region = padded[top : top + w + k - 1, left : left + w + k - 1]
             windows = np.lib.stride_tricks.sliding_window_view(region, (w, w))  # [k, k, w, w]
             x0s, y0s = gx + np.arange(k), gy + np.arange(k)
-            inside = ((y0s >= 0) & (y0s + s <= CANVAS))[:, None] & ((x0s >= 0) & (x0s + s <= CANVAS))[None, :]
             for sigma in _BLURS:
                 template = soft_template(shape, s, sigma)
                 overlap = np.minimum(windows, template).sum(axis=(2, 3))  # [k, k]
-                iou = np.where(inside, overlap / (mass + template.sum() - overlap), -1.0)
+                iou = overlap / (mass + template.sum() - overlap)
                 j = int(iou.argmax())
                 if iou.flat[j] > best[4]:
                     best = (shape, int(x0s[j % k]), int(y0s[j // k]), s, float(iou.flat[j]))
