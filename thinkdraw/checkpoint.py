@@ -3,7 +3,8 @@
     DIR/config.json, DIR/model.safetensors   transformers' save_pretrained (from_pretrained loads it)
     DIR/tokenizer*.json                      the text tokenizer, for policies
     DIR/thinkdraw.json                       what it is, run config, step, metrics, versions
-    DIR/trainer.safetensors                  optimizer tensors and the torch RNG state (to resume)
+    DIR/trainer.safetensors                  optimizer tensors, the torch RNG state and any extra
+                                             training state a loop needs (to resume exactly)
 
 Writes go to DIR.tmp and are renamed into place, so an interrupted save never leaves a
 half-written checkpoint where a good one was. Loading is strict: a missing, unexpected or
@@ -13,15 +14,18 @@ mis-shaped weight is an error, as is a missing or corrupt file.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from thinkdraw.errors import ThinkdrawError
 
 META = "thinkdraw.json"
+HUB_ID = re.compile(r"[\w-]+/[\w.-]+")  # owner/name, as on the hub
 TRAINER = "trainer.safetensors"
 
 
@@ -30,8 +34,14 @@ class CheckpointError(ThinkdrawError):
 
 
 def save_checkpoint(
-    directory: Path, model, meta: dict, optimizer: torch.optim.Optimizer | None = None, tokenizer=None
+    directory: Path,
+    model,
+    meta: dict,
+    optimizer: torch.optim.Optimizer | None = None,
+    tokenizer=None,
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> None:
+    """`extra`: tensors of training state beyond the optimizer (saved with it, returned by load_trainer_state)."""
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -42,6 +52,7 @@ def save_checkpoint(
     if optimizer is not None:
         tensors, scalars = _flatten_optimizer(optimizer)
         tensors["rng.torch"] = torch.get_rng_state()
+        tensors.update({f"extra.{name}": value.detach().contiguous() for name, value in (extra or {}).items()})
         save_file(tensors, str(tmp / TRAINER))
         meta["optimizer"] = scalars
     (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
@@ -51,6 +62,19 @@ def save_checkpoint(
         directory.rename(old)
     tmp.rename(directory)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def export_checkpoint(source: Path, target: Path, cls, dtype: torch.dtype = torch.float16) -> None:
+    """A copy to ship: the weights in `dtype` (loading casts them back), no optimizer state."""
+    model = load_model(cls, source).to(dtype)
+    tokenizer = None
+    if (Path(source) / "tokenizer.json").is_file():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    meta = read_meta(source)
+    meta.pop("optimizer", None)
+    save_checkpoint(target, model, {**meta, "exported_dtype": str(dtype).removeprefix("torch.")}, tokenizer=tokenizer)
 
 
 def read_meta(directory: Path) -> dict:
@@ -63,30 +87,52 @@ def read_meta(directory: Path) -> dict:
         raise CheckpointError(f"{path}: corrupt ({err.msg})") from None
 
 
-def load_model(cls, directory: Path, **kwargs):
-    """cls.from_pretrained(directory), strict: every weight present, known and of the right shape."""
-    directory = Path(directory)
-    if not (directory / "config.json").is_file():
-        raise CheckpointError(f"{directory}: no checkpoint here (config.json missing)")
+def load_model(cls, source: str | Path, **kwargs):
+    """cls.from_pretrained(source), strict: every weight present, known and of the right shape.
+
+    `source` is a local checkpoint folder or, when no such path exists, a hub id (Janus-Pro for users
+    with the weights; it needs the hub or a local hub cache)."""
+    local = Path(source)
+    if not local.exists() and not HUB_ID.fullmatch(str(source)):
+        raise CheckpointError(f"{source}: no checkpoint here (no such folder)")
+    if local.exists() and not (local / "config.json").is_file():
+        raise CheckpointError(f"{source}: no checkpoint here (config.json missing)")
+    where = str(source) if local.exists() else f"{source} (no such folder; tried as a hub id)"
     try:
-        model, info = cls.from_pretrained(directory, output_loading_info=True, **kwargs)
-    except (OSError, ValueError, RuntimeError, json.JSONDecodeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
-        raise CheckpointError(f"{directory}: cannot load checkpoint ({first})") from None
+        found = cls.config_class.get_config_dict(str(source))[0].get("model_type")
+    except (OSError, ValueError, AttributeError) as err:
+        raise CheckpointError(f"{where}: cannot read config.json ({_first_line(err)})") from None
+    expected = cls.config_class.model_type
+    if found != expected:  # checked first: transformers would build a default-sized model from the wrong config
+        raise CheckpointError(f"{source}: holds a {found!r} model, not the {expected!r} model asked for")
+    try:
+        model, info = cls.from_pretrained(str(source), output_loading_info=True, **kwargs)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+        raise CheckpointError(f"{where}: cannot load checkpoint ({_first_line(err)})") from None
     problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     if problems:
-        raise CheckpointError(f"{directory}: checkpoint does not match the model: {problems}")
+        raise CheckpointError(f"{source}: checkpoint does not match the model: {problems}")
     return model
 
 
-def load_trainer_state(directory: Path, optimizer: torch.optim.Optimizer) -> None:
-    """Restore optimizer state and the torch RNG saved by save_checkpoint."""
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else err.__class__.__name__
+
+
+def load_trainer_state(directory: Path, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """Restore optimizer state and the torch RNG saved by save_checkpoint; return the `extra` tensors saved."""
     path = Path(directory) / TRAINER
     if not path.is_file():
         raise CheckpointError(f"{directory}: no {TRAINER}, cannot resume")
-    tensors = load_file(str(path))
+    try:
+        tensors = load_file(str(path))
+    except (OSError, SafetensorError) as err:
+        raise CheckpointError(f"{path}: corrupt ({err})") from None
     torch.set_rng_state(tensors.pop("rng.torch"))
+    extra = {key.removeprefix("extra."): tensors.pop(key) for key in list(tensors) if key.startswith("extra.")}
     optimizer.load_state_dict(_unflatten_optimizer(tensors, read_meta(directory)["optimizer"]))
+    return extra
 
 
 def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

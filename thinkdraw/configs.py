@@ -25,7 +25,9 @@ class TrainVQConfig:
     lr: float = option(2e-3, "peak learning rate (Adam), cosine decay after warm-up")
     warmup: int = option(100, "warm-up steps")
     codebook: int = option(1024, "codebook size (image-token vocabulary)")
+    grid: int = option(16, "image tokens per side: 16 (one per 4x4-pixel patch) or 8 (8x8)")
     beta: float = option(0.25, "commitment loss weight")
+    object_weight: float = option(4.0, "reconstruction weight of pixels on or next to objects (background: 1)")
     max_objects: int = option(8, "scenes have 1 to this many objects")
     restart_every: int = option(
         200, "every this many steps, codes unused since the last restart move to fresh encoder outputs"
@@ -39,6 +41,8 @@ class TrainVQConfig:
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
             raise ThinkdrawError("--steps and --batch-size must be at least 1")
+        if self.grid not in (8, 16):
+            raise ThinkdrawError(f"--grid {self.grid}: choose 8 or 16")
         if not 1 <= self.max_objects <= 12:
             raise ThinkdrawError("--max-objects must be between 1 and 12")
         if self.resume and not (self.out / "checkpoint").is_dir():
@@ -79,6 +83,23 @@ class TrainPolicyConfig:
                 raise ThinkdrawError(f"--{name.replace('_', '-')} must be between 0 and 1")
         if self.resume and not (self.out / "checkpoint").is_dir():
             raise ThinkdrawError(f"--resume: no checkpoint at {self.out / 'checkpoint'}")
+
+
+@dataclass
+class ExportConfig:
+    """Copy a trained checkpoint for shipping: weights in a smaller dtype, no optimizer state."""
+
+    checkpoint: Path = option(help="a checkpoint folder (VQ or policy)", argument=True)
+    out: Path = option(help="the folder to write", argument=True)
+    dtype: str = option("float16", "float16, bfloat16 or float32")
+
+    def __post_init__(self):
+        if self.dtype not in ("float16", "bfloat16", "float32"):
+            raise ThinkdrawError(f"--dtype {self.dtype!r}: choose float16, bfloat16 or float32")
+        if not (self.checkpoint / "thinkdraw.json").is_file():
+            raise ThinkdrawError(f"{self.checkpoint}: not a thinkdraw checkpoint (no thinkdraw.json)")
+        if self.out.resolve() == self.checkpoint.resolve():
+            raise ThinkdrawError("OUT must differ from CHECKPOINT")
 
 
 @dataclass

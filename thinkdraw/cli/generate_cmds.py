@@ -66,8 +66,9 @@ def generate(config: GenerateConfig) -> None:
                 [records[i]["prompt"] for i in chunk],
                 think=config.think,
                 n=config.images_per_prompt,
-                seed=config.seed + chunk[0],
+                seed=config.seed,
                 settings=config.settings(),
+                indices=chunk,
             )
             for k, index in enumerate(chunk):
                 mine = candidates[k * config.images_per_prompt : (k + 1) * config.images_per_prompt]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from thinkdraw.cli.config import add_command
-from thinkdraw.configs import TrainPolicyConfig, TrainVQConfig
+from thinkdraw.configs import ExportConfig, TrainPolicyConfig, TrainVQConfig
 
 app = typer.Typer(help="Train the world model's parts.", no_args_is_help=True)
 
@@ -24,5 +24,18 @@ def policy(config: TrainPolicyConfig) -> None:
     train_policy(config, echo=typer.echo)
 
 
+def export(config: ExportConfig) -> None:
+    import torch
+    from transformers import JanusForConditionalGeneration, JanusVQVAE
+
+    from thinkdraw.checkpoint import export_checkpoint, read_meta
+
+    cls = JanusVQVAE if read_meta(config.checkpoint)["kind"] == "vq" else JanusForConditionalGeneration
+    export_checkpoint(config.checkpoint, config.out, cls, getattr(torch, config.dtype))
+    size = sum(f.stat().st_size for f in config.out.iterdir()) / 2**20
+    typer.echo(f"wrote {config.out} ({config.dtype}, {size:.1f} MiB)")
+
+
 add_command(app, "vq", TrainVQConfig, vq)
 add_command(app, "policy", TrainPolicyConfig, policy)
+add_command(app, "export", ExportConfig, export)

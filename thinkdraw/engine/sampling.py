@@ -197,7 +197,7 @@ class _Stream:
                 inputs_embeds=embeds,
                 attention_mask=self.mask,
                 position_ids=positions[:, -T:],
-                past_key_values=self.cache,
+                cache=self.cache,
                 use_cache=True,
             )
             return out.last_hidden_state

@@ -74,6 +74,8 @@ class Candidate:
     image: Image.Image
     plan_logprobs: torch.Tensor  # [plan tokens (+ boi when sampled)]
     image_logprobs: torch.Tensor  # [N]
+    plan_ids: list[int]  # the plan's tokens ([] without thinking): with boi_sampled, what logprobs() takes
+    boi_sampled: bool  # whether the plan ended by sampling [boi] (not by the length cap)
 
 
 class Policy:
@@ -127,10 +129,13 @@ class Policy:
         settings: SamplingSettings,
         plans: list[str] | None = None,
         on_image_step=None,
+        row_ids: list[int] | None = None,
     ) -> Rollout:
+        """Row i samples from its own generator, seeded by (seed, row_ids[i]) (default: i)."""
         contexts = [self.encode(p, think) for p in prompts]
         plan_ids = [self.plan_ids(p) for p in plans] if plans is not None else None
-        generators = [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in range(len(prompts))]
+        row_ids = range(len(prompts)) if row_ids is None else row_ids
+        generators = [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in row_ids]
         with torch.no_grad():
             return generate(
                 self.model,
@@ -163,11 +168,20 @@ class Policy:
         seed: int = 0,
         settings: SamplingSettings | None = None,
         on_image_step=None,
+        indices: list[int] | None = None,
     ) -> list[Candidate]:
-        """n candidates per prompt, in prompt order (prompt 0's n candidates first); seeded per row."""
+        """n candidates per prompt, in prompt order (prompt 0's n candidates first).
+
+        Candidate j of prompt k is seeded by (seed, indices[k] * n + j); `indices` (default 0, 1, ...) are the
+        prompts' places in a larger run, so that a prompt's candidates do not depend on how the run is batched."""
+        indices = range(len(prompts)) if indices is None else indices
         rows = [p for p in prompts for _ in range(n)]
-        rollout = self._rollout(rows, think, seed, settings or SamplingSettings(), on_image_step=on_image_step)
+        row_ids = [k * n + j for k in indices for j in range(n)]
+        rollout = self._rollout(
+            rows, think, seed, settings or SamplingSettings(), on_image_step=on_image_step, row_ids=row_ids
+        )
         images = self.decode(rollout.image_ids)
+        boi_sampled = rollout.boi_sampled
         return [
             Candidate(
                 prompt=row,
@@ -176,6 +190,8 @@ class Policy:
                 image=images[i],
                 plan_logprobs=rollout.think_logprobs[i],
                 image_logprobs=rollout.image_logprobs[i],
+                plan_ids=rollout.think_ids[i],
+                boi_sampled=boi_sampled[i],
             )
             for i, row in enumerate(rows)
         ]

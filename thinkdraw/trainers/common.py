@@ -1,4 +1,4 @@
-"""Pieces every training loop shares: the learning-rate schedule, the run log, run metadata."""
+"""Pieces every training loop shares: accelerate, the learning-rate schedule, the run log, run metadata."""
 
 from __future__ import annotations
 
@@ -16,6 +16,17 @@ def cosine_lr(step: int, steps: int, warmup: int, peak: float, floor: float = 0.
         return peak * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, steps - warmup))
     return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def accelerated(model, optimizer):
+    """Hand a model and its optimizer to accelerate: the device (a GPU when there is one, else the CPU) and
+    the backward / gradient clipping that go with it. One process; the loops call accelerator.backward and
+    accelerator.clip_grad_norm_ instead of torch's."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator()
+    model, optimizer = accelerator.prepare(model, optimizer)
+    return accelerator, model, optimizer
 
 
 def format_metrics(record: dict) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 
-from thinkdraw.plan import Plan
+from thinkdraw.plan import Plan, check_plan
 from thinkdraw.world.layout import place, scatter, solve_layout
 from thinkdraw.world.render import WorldObject
 from thinkdraw.world.spec import COLORS, SHAPES
@@ -50,13 +50,22 @@ def with_error(objects: list[WorldObject], kind: str, rng: random.Random) -> lis
     return objects
 
 
+def is_right(objects: list[WorldObject], record: dict) -> bool:
+    """Whether a plan of these objects passes check_plan against the prompt."""
+    check = check_plan(Plan.from_scene(objects), record)
+    return check.semantic and check.spatial is not False
+
+
 def world_example(record: dict, rng: random.Random, error_rate: float = 0.15) -> WorldExample:
     objects = solve_layout(record, rng)
     error = None
     if rng.random() < error_rate:
         for kind in rng.sample(ERRORS, len(ERRORS)):
             wrong = with_error(objects, kind, rng)
-            if wrong is not None:
+            # a change the prompt does not care about (a colour it does not name, objects moved where it
+            # names no relation) is no mistake: try the next kind (a changed shape always is one, as the
+            # scene holds exactly the objects the prompt names)
+            if wrong is not None and not is_right(wrong, record):
                 objects, error = wrong, kind
                 break
     return WorldExample(record["prompt"], Plan.from_scene(objects).text(), tuple(objects), error)

@@ -6,7 +6,7 @@ Loss: token-weighted cross-entropy, plan tokens (and the [boi] that ends a plan)
 has prompt and plan replaced by [pad] to train the unconditional branch of CFG exactly as
 the engine builds it at sampling time; those rows carry image loss only.
 
-lr -> forward -> backward -> clip -> step -> log -> save, in one loop. Batches are drawn
+lr -> forward -> backward -> clip -> step -> log -> save, in one loop on accelerate. Batches are drawn
 from a generator seeded by (seed, step), so a resumed run sees the batches it would have.
 """
 
@@ -24,7 +24,7 @@ from thinkdraw.configs import TrainPolicyConfig
 from thinkdraw.engine.sampling import sequence_logits
 from thinkdraw.policy.model import Policy, new_world_policy
 from thinkdraw.policy.vq import encode_images
-from thinkdraw.trainers.common import RunLog, cosine_lr, run_meta
+from thinkdraw.trainers.common import RunLog, accelerated, cosine_lr, run_meta
 from thinkdraw.trainers.data import world_example
 from thinkdraw.world.render import render_image
 from thinkdraw.world.splits import load_split
@@ -104,6 +104,7 @@ def train_policy(config: TrainPolicyConfig, echo=print) -> Policy:
     optimizer = torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.95), weight_decay=0.01)
     if config.resume:
         load_trainer_state(checkpoint, optimizer)
+    accelerator, policy.model, optimizer = accelerated(policy.model, optimizer)
     records = load_split("train")
     log = RunLog(config.out, echo, config.max_minutes)
 
@@ -123,8 +124,8 @@ def train_policy(config: TrainPolicyConfig, echo=print) -> Policy:
             batch = make_batch(policy, records, config, step)
             loss, metrics = policy_loss(policy, batch, config.text_weight, config.image_weight)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, 1.0).item()
+            accelerator.backward(loss)
+            metrics["grad_norm"] = accelerator.clip_grad_norm_(params, 1.0).item()
             optimizer.step()
             if step % 25 == 0 or step == config.steps - 1:
                 log.write({"step": step, "lr": lr, **metrics})

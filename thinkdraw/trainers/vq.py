@@ -1,12 +1,16 @@
 """Train the world's image tokenizer (JanusVQVAE) on freshly rendered random scenes.
 
-lr -> forward -> backward -> clip -> step -> log -> save, in one loop. Every batch is
+lr -> forward -> backward -> clip -> step -> log -> save, in one loop on accelerate. Every batch is
 drawn from a generator seeded by (seed, step), so the data state is the step and a resumed
-run sees exactly the batches it would have seen.
+run sees exactly the batches it would have seen. A checkpoint's codebook is unit-norm (so
+transformers' encode matches training); the raw rows training goes on from and the code-usage
+counts of dead-code restarts are saved with the trainer state, so a resumed run continues
+exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import copy
 import random
 
 import numpy as np
@@ -17,16 +21,28 @@ from transformers import JanusVQVAE
 from thinkdraw.checkpoint import load_model, load_trainer_state, read_meta, save_checkpoint
 from thinkdraw.configs import TrainVQConfig
 from thinkdraw.policy.vq import decode_tokens, encode_images, normalize_codebook, to_pixels, vq_forward, world_vq_config
-from thinkdraw.trainers.common import RunLog, cosine_lr, run_meta
+from thinkdraw.trainers.common import RunLog, accelerated, cosine_lr, run_meta
 from thinkdraw.world.detector import WorldDetector
 from thinkdraw.world.layout import random_layout
 from thinkdraw.world.render import render, render_image
+from thinkdraw.world.spec import BACKGROUND
 
 
 def scene_batch(seed: int, step: int, batch_size: int, max_objects: int) -> torch.Tensor:
     rng = random.Random(f"{seed}:{step}")
     scenes = [render(random_layout(rng, rng.randint(1, max_objects))) for _ in range(batch_size)]
     return to_pixels(np.stack(scenes))
+
+
+def reconstruction_loss(reconstruction: torch.Tensor, pixels: torch.Tensor, object_weight: float) -> torch.Tensor:
+    """MSE + L1, with pixels on and next to objects weighted `object_weight` times the open background:
+    the detector reads shapes from their edges, which are a small share of a scene."""
+    background = torch.tensor(BACKGROUND, dtype=pixels.dtype).view(1, 3, 1, 1) / 127.5 - 1.0
+    on_object = (pixels - background).abs().amax(dim=1, keepdim=True).gt(0.01).float()  # [B, 1, H, W]
+    near_object = F.max_pool2d(on_object, kernel_size=3, stride=1, padding=1)
+    weight = 1.0 + (object_weight - 1.0) * near_object
+    error = (reconstruction - pixels) ** 2 + (reconstruction - pixels).abs()
+    return (weight * error).sum() / (weight.sum() * pixels.shape[1])
 
 
 def train_vq(config: TrainVQConfig, echo=print) -> JanusVQVAE:
@@ -36,17 +52,25 @@ def train_vq(config: TrainVQConfig, echo=print) -> JanusVQVAE:
     if config.resume:
         vq, start = load_model(JanusVQVAE, checkpoint), read_meta(checkpoint)["step"]
     else:
-        vq, start = JanusVQVAE(world_vq_config(config.codebook)), 0
+        vq, start = JanusVQVAE(world_vq_config(config.codebook, config.grid)), 0
     vq.train()
     optimizer = torch.optim.Adam(vq.parameters(), lr=config.lr, betas=(0.9, 0.99))
-    if config.resume:
-        load_trainer_state(checkpoint, optimizer)
-    log = RunLog(config.out, echo, config.max_minutes)
     usage = torch.zeros(config.codebook)
+    if config.resume:
+        extra = load_trainer_state(checkpoint, optimizer)
+        if "codebook" in extra:  # checkpoints from before these were saved resume from the unit-norm rows
+            with torch.no_grad():
+                vq.quantize.embedding.weight.copy_(extra["codebook"])
+            usage = extra["usage"]
+    accelerator, vq, optimizer = accelerated(vq, optimizer)
+    log = RunLog(config.out, echo, config.max_minutes)
 
     def save(step: int) -> None:
-        normalize_codebook(vq)
-        save_checkpoint(checkpoint, vq, run_meta("vq", step, config), optimizer)
+        # normalise a copy: normalising the live codebook would change the run's course at every save
+        saved = copy.deepcopy(vq)
+        normalize_codebook(saved)
+        extra = {"codebook": vq.quantize.embedding.weight, "usage": usage}
+        save_checkpoint(checkpoint, saved, run_meta("vq", step, config), optimizer, extra=extra)
 
     step = start
     try:
@@ -57,15 +81,15 @@ def train_vq(config: TrainVQConfig, echo=print) -> JanusVQVAE:
             lr = cosine_lr(step, config.steps, config.warmup, config.lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            pixels = scene_batch(config.seed, step, config.batch_size, config.max_objects)
+            pixels = scene_batch(config.seed, step, config.batch_size, config.max_objects).to(accelerator.device)
             out = vq_forward(vq, pixels)
-            recon = F.mse_loss(out.reconstruction, pixels) + F.l1_loss(out.reconstruction, pixels)
+            recon = reconstruction_loss(out.reconstruction, pixels, config.object_weight)
             loss = recon + config.beta * out.commitment + out.codebook
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(vq.parameters(), 1.0)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(vq.parameters(), 1.0)
             optimizer.step()
-            usage += torch.bincount(out.tokens.flatten(), minlength=config.codebook)
+            usage += torch.bincount(out.tokens.flatten().cpu(), minlength=config.codebook)
             if (step + 1) % config.restart_every == 0:
                 _restart_dead_codes(vq, usage, pixels)
                 usage.zero_()
@@ -82,6 +106,7 @@ def train_vq(config: TrainVQConfig, echo=print) -> JanusVQVAE:
         raise
     save(step)
     log.close()
+    normalize_codebook(vq)
     return vq
 
 

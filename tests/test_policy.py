@@ -1,0 +1,246 @@
+"""The Policy interface and the world VQ on a tiny untrained model: candidates, seeds, teacher forcing, decoding,
+save / load, and transformers' own VQ encode / decode agreeing with training's vq_forward.
+
+The random model is sharpened so that the checks mean something: the image head is scaled up (peaked image
+distributions, so a wrong row, seed or position changes tokens) and the boi row of the LM head points along the
+mean hidden state, so some plans end by sampling boi and others run to max_think_tokens.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import TINY_CODEBOOK, tiny_policy, tiny_vq
+
+from thinkdraw.engine.sampling import SamplingSettings
+from thinkdraw.errors import ThinkdrawError
+from thinkdraw.policy.model import Policy
+from thinkdraw.policy.text import PromptError
+from thinkdraw.policy.vq import (
+    decode_tokens,
+    encode_images,
+    normalize_codebook,
+    to_images,
+    to_pixels,
+    vq_forward,
+)
+from thinkdraw.trainers.data import world_example
+from thinkdraw.world.layout import random_layout
+from thinkdraw.world.render import render_image
+from thinkdraw.world.splits import load_split
+
+torch.set_num_threads(1)
+
+N_IMAGE = 64
+MAX_THINK = 10
+SETTINGS = SamplingSettings(cfg_scale=3.0, temperature=1.0, top_k=0, max_think_tokens=MAX_THINK)
+PROMPTS = [r["prompt"] for r in load_split("test")[::60]]  # 8 prompts across the tasks
+
+
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    policy = tiny_policy()
+    model = policy.model
+    with torch.no_grad():
+        lm = model.model.language_model
+        ids = torch.tensor([policy.encode(r["prompt"], think=True) for r in load_split("test")[:6]])  # [6, T]
+        hidden = lm(input_ids=ids).last_hidden_state.reshape(-1, lm.config.hidden_size)  # [6 * T, H]
+        direction = hidden.mean(0)
+        model.lm_head.weight[policy.ids.boi] = 0.8 * direction / direction.norm()  # tied: the boi embedding too
+        model.model.generation_head.vision_head.weight.mul_(30.0)
+    return policy
+
+
+@pytest.fixture(scope="module")
+def candidates(policy):
+    return policy.generate(PROMPTS, think=True, seed=0, settings=SETTINGS)
+
+
+def test_candidates_carry_the_interface_fields(policy, candidates):
+    assert [c.prompt for c in candidates] == PROMPTS
+    ended = 0
+    for c in candidates:
+        assert isinstance(c.plan, str)
+        assert c.image_tokens.shape == (N_IMAGE,) and c.image_tokens.dtype == torch.long
+        assert 0 <= int(c.image_tokens.min()) and int(c.image_tokens.max()) < TINY_CODEBOOK
+        assert (c.image.size, c.image.mode) == ((64, 64), "RGB")
+        assert c.image_logprobs.shape == (N_IMAGE,)
+        assert torch.isfinite(c.image_logprobs).all() and (c.image_logprobs <= 0).all()
+        assert torch.isfinite(c.plan_logprobs).all() and (c.plan_logprobs <= 0).all()
+        # a plan runs to the cap (no entry for the forced boi) or ends by sampling boi (its log-prob last)
+        assert 1 <= len(c.plan_logprobs) <= MAX_THINK
+        ended += len(c.plan_logprobs) < MAX_THINK
+    assert 0 < ended < len(candidates)  # both kinds of ending are covered
+    # the image is the decoded tokens
+    decoded = policy.decode(torch.stack([c.image_tokens for c in candidates]))
+    assert all(np.array_equal(np.asarray(a), np.asarray(c.image)) for a, c in zip(decoded, candidates, strict=True))
+
+
+def test_n_candidates_per_prompt_in_prompt_order(policy):
+    out = policy.generate(PROMPTS[:2], think=False, n=3, seed=1, settings=SETTINGS)
+    assert [c.prompt for c in out] == [PROMPTS[0]] * 3 + [PROMPTS[1]] * 3
+    tokens = torch.stack([c.image_tokens for c in out])
+    assert len({tuple(t.tolist()) for t in tokens}) == 6  # each row has its own generator
+
+
+def test_think_off_draws_without_a_plan(policy, candidates):
+    out = policy.generate(PROMPTS, think=False, seed=0, settings=SETTINGS)
+    assert all(c.plan is None and c.plan_logprobs.numel() == 0 for c in out)
+    assert all(c.image_tokens.shape == (N_IMAGE,) for c in out)
+    think_on = torch.stack([c.image_tokens for c in candidates])
+    think_off = torch.stack([c.image_tokens for c in out])
+    assert not torch.equal(think_on, think_off)  # the context differs ([think] and a plan before boi)
+
+
+def test_same_seed_is_bitwise_equal_and_seeds_differ(policy, candidates):
+    again = policy.generate(PROMPTS, think=True, seed=0, settings=SETTINGS)
+    for a, b in zip(candidates, again, strict=True):
+        assert a.plan == b.plan
+        assert torch.equal(a.image_tokens, b.image_tokens)
+        assert torch.equal(a.plan_logprobs, b.plan_logprobs)
+        assert torch.equal(a.image_logprobs, b.image_logprobs)
+        assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    other = policy.generate(PROMPTS, think=True, seed=1, settings=SETTINGS)
+    assert not torch.equal(
+        torch.stack([c.image_tokens for c in candidates]), torch.stack([c.image_tokens for c in other])
+    )
+    assert [c.plan for c in candidates] != [c.plan for c in other]
+
+
+@pytest.mark.parametrize("think", [True, False])
+def test_teacher_forced_logprobs_equal_the_samplers(policy, think):
+    out = policy.generate(PROMPTS, think=think, seed=0, settings=SETTINGS)
+    boi_sampled = [c.boi_sampled for c in out]
+    if think:
+        assert any(boi_sampled) and not all(boi_sampled)
+    else:
+        assert all(c.plan_ids == [] for c in out)
+    image_ids = torch.stack([c.image_tokens for c in out])
+    plan_lp, image_lp = policy.logprobs(PROMPTS, [c.plan_ids for c in out], image_ids, think, boi_sampled, SETTINGS)
+    assert image_lp.shape == (len(PROMPTS), N_IMAGE)
+    assert (image_lp - torch.stack([c.image_logprobs for c in out])).abs().max().item() < 1e-5
+    for tf, c in zip(plan_lp, out, strict=True):
+        assert tf.shape == c.plan_logprobs.shape == (len(c.plan_ids) + c.boi_sampled,)
+        if tf.numel():
+            assert (tf - c.plan_logprobs).abs().max().item() < 1e-5
+    assert image_lp.requires_grad  # differentiable, for the trainers
+
+
+def test_a_prompts_candidates_do_not_depend_on_batching(policy):
+    together = policy.generate(PROMPTS[:3], think=True, n=2, seed=5, settings=SETTINGS)
+    alone = policy.generate(PROMPTS[2:3], think=True, n=2, seed=5, settings=SETTINGS, indices=[2])
+    for a, b in zip(together[4:], alone, strict=True):
+        assert a.plan == b.plan and torch.equal(a.image_tokens, b.image_tokens)
+    shifted = policy.generate(PROMPTS[2:3], think=True, n=2, seed=5, settings=SETTINGS)  # index 0: other seeds
+    assert not torch.equal(torch.stack([c.image_tokens for c in shifted]), torch.stack([c.image_tokens for c in alone]))
+
+
+def test_think_and_draw(policy):
+    plans = policy.think(PROMPTS[:2], seed=0, settings=SETTINGS)
+    assert plans == [c.plan for c in policy.generate(PROMPTS[:2], seed=0, settings=SETTINGS)]
+    records = load_split("test")[:2]
+    given = [world_example(r, random.Random(i), 0.0).plan for i, r in enumerate(records)]
+    drawn = policy.draw([r["prompt"] for r in records], given, seed=0, settings=SETTINGS)
+    assert drawn.shape == (2, N_IMAGE) and drawn.dtype == torch.long
+    swapped = policy.draw([r["prompt"] for r in records], given[::-1], seed=0, settings=SETTINGS)
+    assert not torch.equal(drawn, swapped)  # drawn after the plan it was given
+    with pytest.raises(ThinkdrawError, match="does not know"):
+        policy.draw(["a photo of a circle"], ["dog (1,2),(3,4)"], settings=SETTINGS)
+    with pytest.raises(PromptError, match="'dog'"):
+        policy.generate(["a photo of a dog"], settings=SETTINGS)
+
+
+def test_decode_gives_world_images(policy):
+    tokens = torch.randint(0, TINY_CODEBOOK, (3, N_IMAGE), generator=torch.Generator().manual_seed(0))
+    images = policy.decode(tokens)
+    assert len(images) == 3
+    assert all((i.size, i.mode) == ((64, 64), "RGB") for i in images)
+    expected = to_images(policy.model.model.vqmodel.decode(tokens))
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images, expected, strict=True))
+    assert not np.array_equal(np.asarray(images[0]), np.asarray(images[1]))
+
+
+def test_decode_partial_keeps_the_first_tokens_and_blanks_the_rest(policy):
+    vq = policy.model.model.vqmodel
+    blank = policy.blank_token()
+    assert blank == int(encode_images(vq, [render_image([])])[0].mode().values)  # the code of an empty patch
+    tokens = torch.randint(0, TINY_CODEBOOK, (2, N_IMAGE), generator=torch.Generator().manual_seed(1))
+    tokens[tokens == blank] = (blank + 1) % TINY_CODEBOOK  # so every blanked position really changes
+    original = tokens.clone()
+    pixels = lambda images: np.stack([np.asarray(i) for i in images])  # noqa: E731
+
+    full = pixels(policy.decode(tokens))
+    assert np.array_equal(pixels(policy.decode_partial(tokens, N_IMAGE)), full)
+    for step in (0, 20, 63):
+        partial = pixels(policy.decode_partial(tokens, step))
+        assert torch.equal(tokens, original)  # the caller's tokens are not changed
+        expected = tokens.clone()
+        expected[:, step:] = blank
+        assert np.array_equal(partial, pixels(policy.decode(expected)))
+        assert not np.array_equal(partial, full)
+        later = tokens.clone()  # tokens after `step` do not matter ...
+        later[:, step:] = torch.randint(0, TINY_CODEBOOK, (2, N_IMAGE - step))
+        assert np.array_equal(pixels(policy.decode_partial(later, step)), partial)
+        if step:  # ... the first `step` do
+            earlier = tokens.clone()
+            earlier[:, 0] = (earlier[:, 0] + 1) % TINY_CODEBOOK
+            assert not np.array_equal(pixels(policy.decode_partial(earlier, step)), partial)
+    blank_image = pixels(policy.decode(torch.full_like(tokens, blank)))
+    assert np.array_equal(pixels(policy.decode_partial(tokens, 0)), blank_image)
+
+
+def test_save_and_load_give_identical_generations(policy, candidates, tmp_path):
+    policy.save(tmp_path)
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in tmp_path.iterdir()}
+    loaded = Policy.load(tmp_path)
+    assert not loaded.model.training
+    assert loaded.ids == policy.ids and loaded.num_image_tokens == N_IMAGE
+    sa, sb = policy.model.state_dict(), loaded.model.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    again = loaded.generate(PROMPTS, think=True, seed=0, settings=SETTINGS)
+    for a, b in zip(candidates, again, strict=True):
+        assert a.plan == b.plan
+        assert torch.equal(a.image_tokens, b.image_tokens)
+        assert torch.equal(a.image_logprobs, b.image_logprobs)
+        assert torch.equal(a.plan_logprobs, b.plan_logprobs)
+
+
+# -- the VQ ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    rng = random.Random(0)
+    return [render_image(random_layout(rng, rng.randint(1, 6))) for _ in range(4)]
+
+
+def test_transformers_encode_decode_match_vq_forward_with_a_unit_codebook(scenes):
+    vq = tiny_vq(seed=3)
+    with torch.no_grad():  # codes of very different norms: raw distance and cosine disagree
+        norms = torch.logspace(-1, 1, TINY_CODEBOOK)[torch.randperm(TINY_CODEBOOK)]
+        vq.quantize.embedding.weight.mul_(norms[:, None] / vq.quantize.embedding.weight.norm(dim=1, keepdim=True))
+        trained = vq_forward(vq, to_pixels(scenes)).tokens
+    assert not torch.equal(encode_images(vq, scenes), trained)  # the mismatch normalize_codebook removes
+
+    normalize_codebook(vq)
+    assert torch.allclose(vq.quantize.embedding.weight.norm(dim=1), torch.ones(TINY_CODEBOOK), atol=1e-6)
+    with torch.no_grad():
+        out = vq_forward(vq, to_pixels(scenes))
+    assert out.tokens.shape == (4, N_IMAGE)
+    assert torch.equal(out.tokens, trained)  # vq_forward ignores code norms
+    assert torch.equal(encode_images(vq, scenes), out.tokens)
+    with torch.no_grad():
+        decoded = vq.decode(out.tokens)
+    assert decoded.shape == (4, 3, 64, 64)
+    assert (decoded - out.reconstruction).abs().max().item() < 1e-5
+    images = decode_tokens(vq, out.tokens)
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images, to_images(decoded), strict=True))
+
+
+def test_pixels_round_trip(scenes):
+    pixels = to_pixels(scenes)
+    assert pixels.shape == (4, 3, 64, 64) and pixels.min() >= -1 and pixels.max() <= 1
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(to_images(pixels), scenes, strict=True))

@@ -1,0 +1,32 @@
+"""Tiny world models shared by the policy, checkpoint, trainer and CLI tests (built in well under a second)."""
+
+from __future__ import annotations
+
+import torch
+from transformers import JanusVQVAE, JanusVQVAEConfig
+
+from thinkdraw.policy.model import Policy, new_world_policy
+from thinkdraw.policy.vq import normalize_codebook, world_vq_config
+
+TINY_CODEBOOK = 64
+
+
+def tiny_vq_config() -> JanusVQVAEConfig:
+    """The world VQ (8x8 tokens for 64x64 images) with 64 codes and no channel growth: about 0.4M parameters."""
+    config = world_vq_config(codebook=TINY_CODEBOOK, grid=8)
+    config.channel_multiplier = [1, 1, 1, 1]
+    return config
+
+
+def tiny_vq(seed: int = 0) -> JanusVQVAE:
+    torch.manual_seed(seed)
+    vq = JanusVQVAE(tiny_vq_config()).eval()
+    normalize_codebook(vq)
+    return vq
+
+
+def tiny_policy(seed: int = 0) -> Policy:
+    """An untrained world policy: Llama 2 x 64 around the tiny VQ, the real world tokenizer."""
+    policy = new_world_policy(tiny_vq(seed), hidden=64, layers=2, seed=seed)
+    policy.model.eval()
+    return policy
