@@ -95,14 +95,18 @@ def test_think_off_draws_without_a_plan(policy, candidates):
     assert not torch.equal(think_on, think_off)  # the context differs ([think] and a plan before boi)
 
 
-def test_same_seed_is_bitwise_equal_and_seeds_differ(policy, candidates):
-    again = policy.generate(PROMPTS, think=True, seed=0, settings=SETTINGS)
-    for a, b in zip(candidates, again, strict=True):
-        assert a.plan == b.plan
+def assert_same_candidates(first, second):
+    """Bitwise: plans, tokens, log-probs and images."""
+    for a, b in zip(first, second, strict=True):
+        assert a.plan == b.plan and a.plan_ids == b.plan_ids and a.boi_sampled == b.boi_sampled
         assert torch.equal(a.image_tokens, b.image_tokens)
         assert torch.equal(a.plan_logprobs, b.plan_logprobs)
         assert torch.equal(a.image_logprobs, b.image_logprobs)
         assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+
+
+def test_same_seed_is_bitwise_equal_and_seeds_differ(policy, candidates):
+    assert_same_candidates(candidates, policy.generate(PROMPTS, think=True, seed=0, settings=SETTINGS))
     other = policy.generate(PROMPTS, think=True, seed=1, settings=SETTINGS)
     assert not torch.equal(
         torch.stack([c.image_tokens for c in candidates]), torch.stack([c.image_tokens for c in other])
@@ -200,12 +204,7 @@ def test_save_and_load_give_identical_generations(policy, candidates, tmp_path):
     assert loaded.ids == policy.ids and loaded.num_image_tokens == N_IMAGE
     sa, sb = policy.model.state_dict(), loaded.model.state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-    again = loaded.generate(PROMPTS, think=True, seed=0, settings=SETTINGS)
-    for a, b in zip(candidates, again, strict=True):
-        assert a.plan == b.plan
-        assert torch.equal(a.image_tokens, b.image_tokens)
-        assert torch.equal(a.image_logprobs, b.image_logprobs)
-        assert torch.equal(a.plan_logprobs, b.plan_logprobs)
+    assert_same_candidates(candidates, loaded.generate(PROMPTS, think=True, seed=0, settings=SETTINGS))
 
 
 # -- the VQ ---------------------------------------------------------------------------------------------------

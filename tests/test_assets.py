@@ -1,0 +1,65 @@
+"""The shipped world model (thinkdraw/assets): small, loadable, consistent, and the README's main job runs on it."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+
+import torch
+from PIL import Image
+from transformers import JanusForConditionalGeneration, JanusVQVAE
+
+from thinkdraw.checkpoint import load_model, read_meta
+from thinkdraw.cli.generate_cmds import ASSETS
+from thinkdraw.policy.vq import decode_tokens, encode_images
+from thinkdraw.world.detector import WorldDetector
+from thinkdraw.world.layout import random_layout
+from thinkdraw.world.render import render_image
+
+torch.set_num_threads(1)
+
+
+def test_three_checkpoints_within_25_mb():
+    assert sorted(p.name for p in ASSETS.iterdir() if p.is_dir()) == ["base", "sft", "vq"]
+    size = sum(f.stat().st_size for f in ASSETS.rglob("*") if f.is_file())
+    assert size <= 25 * 2**20, f"{size / 2**20:.1f} MiB"
+    assert [read_meta(ASSETS / p)["kind"] for p in ("vq", "base", "sft")] == ["vq", "policy-base", "policy-sft"]
+    assert not any(ASSETS.rglob("trainer.safetensors"))  # no optimizer state shipped
+
+
+def test_policies_carry_the_shipped_vq_unchanged():
+    vq = load_model(JanusVQVAE, ASSETS / "vq").state_dict()
+    for part in ("base", "sft"):
+        inner = load_model(JanusForConditionalGeneration, ASSETS / part).model.vqmodel.state_dict()
+        assert inner.keys() == vq.keys()
+        assert all(torch.equal(inner[k], vq[k]) for k in vq), part  # the VQ is frozen while the policy trains
+
+
+def test_shipped_vq_round_trip_is_read_right():
+    vq = load_model(JanusVQVAE, ASSETS / "vq").eval()
+    rng = random.Random(7)
+    layouts = [random_layout(rng, rng.randint(1, 8)) for _ in range(40)]
+    decoded = decode_tokens(vq, encode_images(vq, [render_image(layout) for layout in layouts]))
+    detector = WorldDetector()
+    right = total = 0
+    for layout, image in zip(layouts, decoded, strict=True):
+        found = {(d.label, d.color, d.box) for d in detector.detect(image) if d.score > 0.3}
+        right += sum((o.shape, o.color, o.box) in found for o in layout)
+        total += len(layout)
+    assert right / total >= 0.99, f"{right}/{total}"
+
+
+def test_main_job_runs_offline(tmp_path):
+    out = tmp_path / "out.png"
+    prompt = "a photo of two red circles left of a blue square"
+    cmd = [sys.executable, "-m", "thinkdraw", "generate", prompt, "--think", "-n", "2", "-o", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines[:2]] == ["[0] plan", "[1] plan"]
+    assert lines[-1] == f"wrote {out}"
+    with Image.open(out) as grid:
+        assert grid.width >= 2 * 256 and grid.height >= 256
