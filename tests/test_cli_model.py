@@ -184,3 +184,34 @@ def test_train_policy_sft_from_a_vq_checkpoint_is_an_error(tmp_path):
         "holds a 'janus_vqgan' model, not the 'janus' model asked for",
     )
     assert_one_line_error(invoke("generate", "a photo of a circle", "--model", tmp_path / "vq", *FAST), "'janus_vqgan'")
+
+
+def test_export_writes_a_smaller_loadable_copy(tmp_path):
+    """`train export`: fp16 weights equal to the originals cast down, tokenizer kept, no optimizer state."""
+    from thinkdraw.checkpoint import META, read_meta
+    from thinkdraw.policy.model import Policy
+
+    policy = tiny_policy()
+    optimizer = torch.optim.AdamW(policy.model.parameters())
+    source = tmp_path / "run"
+    save_checkpoint(source, policy.model, {"kind": "policy-sft", "step": 7}, optimizer, tokenizer=policy.tokenizer)
+    result = invoke("train", "export", source, tmp_path / "ship")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"wrote {tmp_path / 'ship'} (float16, ")
+    names = {p.name for p in (tmp_path / "ship").iterdir()}
+    assert {"model.safetensors", "tokenizer.json", META} <= names and "trainer.safetensors" not in names
+    meta = read_meta(tmp_path / "ship")
+    assert (meta["kind"], meta["step"], meta["exported_dtype"]) == ("policy-sft", 7, "float16")
+    assert "optimizer" not in meta
+    shipped = Policy.load(tmp_path / "ship")
+    originals = policy.model.state_dict()
+    for name, value in shipped.model.state_dict().items():
+        assert value.dtype == torch.float32  # loading casts back
+        assert torch.equal(value, originals[name].half().float()), name
+    assert (tmp_path / "ship" / "model.safetensors").stat().st_size < (source / "model.safetensors").stat().st_size
+
+
+def test_export_rejects_bad_input(tmp_path):
+    assert_one_line_error(invoke("train", "export", tmp_path, tmp_path / "x"), "not a thinkdraw checkpoint")
+    (tmp_path / "thinkdraw.json").write_text("{}")
+    assert_one_line_error(invoke("train", "export", tmp_path, tmp_path / "x", "--dtype", "int8"), "choose float16")

@@ -64,15 +64,15 @@ def save_checkpoint(
     shutil.rmtree(old, ignore_errors=True)
 
 
-def export_checkpoint(source: Path, target: Path, cls, dtype: torch.dtype = torch.float16) -> None:
-    """A copy to ship: the weights in `dtype` (loading casts them back), no optimizer state."""
-    model = load_model(cls, source).to(dtype)
-    tokenizer = None
-    if (Path(source) / "tokenizer.json").is_file():
-        from transformers import AutoTokenizer
+def export_checkpoint(source: Path, target: Path, dtype: torch.dtype = torch.float16) -> None:
+    """A copy to ship: the weights in `dtype` (loading casts them back), no optimizer state.
+    Works for the VQ and for policies (the kind is read from the checkpoint's thinkdraw.json)."""
+    from transformers import AutoTokenizer, JanusForConditionalGeneration, JanusVQVAE
 
-        tokenizer = AutoTokenizer.from_pretrained(source)
     meta = read_meta(source)
+    cls = JanusVQVAE if meta.get("kind") == "vq" else JanusForConditionalGeneration
+    model = load_model(cls, source).to(dtype)
+    tokenizer = AutoTokenizer.from_pretrained(source) if (Path(source) / "tokenizer.json").is_file() else None
     meta.pop("optimizer", None)
     save_checkpoint(target, model, {**meta, "exported_dtype": str(dtype).removeprefix("torch.")}, tokenizer=tokenizer)
 

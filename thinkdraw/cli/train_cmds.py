@@ -26,12 +26,10 @@ def policy(config: TrainPolicyConfig) -> None:
 
 def export(config: ExportConfig) -> None:
     import torch
-    from transformers import JanusForConditionalGeneration, JanusVQVAE
 
-    from thinkdraw.checkpoint import export_checkpoint, read_meta
+    from thinkdraw.checkpoint import export_checkpoint
 
-    cls = JanusVQVAE if read_meta(config.checkpoint)["kind"] == "vq" else JanusForConditionalGeneration
-    export_checkpoint(config.checkpoint, config.out, cls, getattr(torch, config.dtype))
+    export_checkpoint(config.checkpoint, config.out, getattr(torch, config.dtype))
     size = sum(f.stat().st_size for f in config.out.iterdir()) / 2**20
     typer.echo(f"wrote {config.out} ({config.dtype}, {size:.1f} MiB)")
 
