@@ -19,7 +19,7 @@ from thinkdraw.checkpoint import (
     save_checkpoint,
 )
 from thinkdraw.errors import ThinkdrawError
-from thinkdraw.policy.vq import vq_forward
+from thinkdraw.policy.vq import encode_pixels, latents
 
 torch.set_num_threads(1)
 
@@ -41,10 +41,9 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 
 def vq_step(vq: JanusVQVAE, optimizer: torch.optim.Optimizer, seed: int) -> None:
-    """One Adam step on a VQ loss that reaches every parameter (the codebook too)."""
+    """One Adam step on a loss that reaches every VQ parameter: decoding (the codebook too) and encoding."""
     pixels = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(seed)) * 2 - 1
-    out = vq_forward(vq, pixels)
-    loss = (out.reconstruction - pixels).square().mean() + out.commitment + out.codebook
+    loss = (vq.decode(encode_pixels(vq, pixels)) - pixels).square().mean() + latents(vq, pixels).square().mean()
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()

@@ -103,6 +103,32 @@ def test_eval_counts_failures_per_task(tmp_path):
     assert not (tmp_path / "results.jsonl").exists()
 
 
+def test_eval_checks_the_plans_beside_the_images(tmp_path):
+    record = {
+        "tag": "position",
+        "include": [{"class": "circle", "count": 1}, {"class": "square", "count": 1, "position": ["left of", 0]}],
+        "prompt": "a photo of a square left of a circle",
+    }
+    image = render_image([WorldObject("square", "red", 4, 20, 16), WorldObject("circle", "blue", 40, 20, 16)])
+    write_prompt_folder(tmp_path, 0, record, [image] * 5)
+    plans = [
+        "blue circle (625,313),(875,563); red square (63,313),(313,563)",  # right
+        "blue circle (63,313),(313,563); red square (625,313),(875,563)",  # the square on the wrong side
+        "blue circle (625,313),(875,563)",  # the square missing
+        "blue circle (625,313),(875",  # does not parse
+        None,  # drawn without a plan
+    ]
+    (tmp_path / "00000" / "plans.json").write_text(json.dumps(plans))
+    result = invoke("eval", "geneval", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"position\W+1\.0000\W+5 / 5", result.stdout), result.stdout
+    assert re.search(r"position\W+0\.7500\W+0\.5000\W+0\.2500\W+4", result.stdout), result.stdout  # None: no plan
+    (tmp_path / "00000" / "plans.json").write_text(json.dumps([None] * 5))
+    assert "plans (check_plan" not in invoke("eval", "geneval", tmp_path).stdout  # --no-think: no plan table
+    (tmp_path / "00000" / "plans.json").write_text("[")
+    assert_one_line_error(invoke("eval", "geneval", tmp_path), "plans.json: not valid JSON")
+
+
 def copy_prompt(src: Path, dst: Path, index: int = 0) -> Path:
     folder = dst / f"{index:05d}"
     (folder / "samples").mkdir(parents=True)

@@ -97,12 +97,24 @@ def test_bad_prompts(model_dir, tmp_path, prompt, fragment):
     ("args", "fragment"),
     [
         (["--cfg-scale", "0.5"], "--cfg-scale must be >= 1"),
+        (["--text-temperature", "-1"], "--text-temperature >= 0"),
         (["-n", "0"], "must be at least 1"),
         (["--metadata", "m.jsonl"], "give either a prompt or --metadata"),
     ],
 )
 def test_bad_options(model_dir, args, fragment):
     assert_one_line_error(invoke("generate", "a photo of a circle", "--model", model_dir, *args), fragment)
+
+
+def test_greedy_plans_do_not_depend_on_the_seed(model_dir):
+    """--text-temperature reaches the sampler: at 0 the plan is the same for every seed (the images differ)."""
+    plans = []
+    for seed in ("1", "2"):
+        args = ("--text-temperature", "0", "--seed", seed, "-n", "1", "-o", Path(model_dir) / f"{seed}.png")
+        result = invoke("generate", "a photo of a red circle", "--model", model_dir, *args, *FAST)
+        assert result.exit_code == 0, result.output
+        plans.append(result.stdout.splitlines()[0])
+    assert plans[0] == plans[1]
 
 
 def test_generate_writes_the_picture(model_dir, tmp_path):

@@ -1,5 +1,6 @@
 """The Policy interface and the world VQ on a tiny untrained model: candidates, seeds, teacher forcing, decoding,
-save / load, and transformers' own VQ encode / decode agreeing with training's vq_forward.
+save / load, and the patch-local world VQ (a token depends on its patch alone; the codebook gives each common
+patch its own code; decoding is transformers' own).
 
 The random model is sharpened so that the checks mean something: the image head is scaled up (peaked image
 distributions, so a wrong row, seed or position changes tokens) and the boi row of the LM head points along the
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from tiny_models import TINY_CODEBOOK, tiny_policy, tiny_vq
+from transformers import JanusVQVAE
 
 from thinkdraw.engine.sampling import SamplingSettings
 from thinkdraw.errors import ThinkdrawError
@@ -22,10 +24,12 @@ from thinkdraw.policy.text import PromptError
 from thinkdraw.policy.vq import (
     decode_tokens,
     encode_images,
-    normalize_codebook,
+    encode_pixels,
+    init_codebook,
+    patchify,
     to_images,
     to_pixels,
-    vq_forward,
+    world_vq_config,
 )
 from thinkdraw.trainers.data import world_example
 from thinkdraw.world.layout import random_layout
@@ -216,27 +220,68 @@ def scenes():
     return [render_image(random_layout(rng, rng.randint(1, 6))) for _ in range(4)]
 
 
-def test_transformers_encode_decode_match_vq_forward_with_a_unit_codebook(scenes):
+def test_a_patch_token_depends_on_that_patch_alone(scenes):
     vq = tiny_vq(seed=3)
-    with torch.no_grad():  # codes of very different norms: raw distance and cosine disagree
-        norms = torch.logspace(-1, 1, TINY_CODEBOOK)[torch.randperm(TINY_CODEBOOK)]
-        vq.quantize.embedding.weight.mul_(norms[:, None] / vq.quantize.embedding.weight.norm(dim=1, keepdim=True))
-        trained = vq_forward(vq, to_pixels(scenes)).tokens
-    assert not torch.equal(encode_images(vq, scenes), trained)  # the mismatch normalize_codebook removes
+    tokens = encode_images(vq, scenes)  # [4, 64]
+    assert tokens.shape == (4, N_IMAGE)
+    patches = patchify(to_pixels(scenes), 8).flatten(1)  # [4 * 64, 192]
+    # each patch encoded alone, one at a time, gives the token it has in its scene
+    alone = torch.stack([vq.quantize(vq.quant_conv(vq.encoder(p.view(1, 3, 8, 8))))[2][0] for p in patches[::9]])
+    assert torch.equal(alone.flatten(), tokens.flatten()[::9])
+    # equal patches anywhere in any scene have equal tokens (the open background above all)
+    flat = tokens.flatten()
+    for i in range(0, len(patches), 7):
+        same = (patches == patches[i]).all(dim=1)
+        assert (flat[same] == flat[i]).all()
+    background = (patches == patches[0]).all(dim=1) & (patches[0] == patches[0][0]).all()
+    assert background.sum() > 100 and flat[background].unique().numel() == 1
+    # taking one object out changes the tokens of the patches it covered, and no others
+    layout = random_layout(random.Random(1), 4)
+    a, b = to_pixels([render_image(layout), render_image(layout[:-1])])
+    changed = (patchify(a[None], 8) != patchify(b[None], 8)).flatten(1).any(dim=1)
+    ta, tb = encode_pixels(vq, torch.stack([a, b]))
+    assert changed.any() and (~changed).any()
+    assert torch.equal(ta[~changed], tb[~changed])
 
-    normalize_codebook(vq)
-    assert torch.allclose(vq.quantize.embedding.weight.norm(dim=1), torch.ones(TINY_CODEBOOK), atol=1e-6)
+
+def test_init_codebook_gives_each_seen_patch_its_own_code():
+    config = world_vq_config(codebook=1024, grid=8)
+    config.channel_multiplier = [1, 1, 2, 2]
+    torch.manual_seed(0)
+    vq = JanusVQVAE(config).eval()
+    info = init_codebook(vq, scenes=6, seed=4)
+    assert info["patches"] <= 1024 and info["covered"] == 1.0
+    assert torch.allclose(vq.quantize.embedding.weight.norm(dim=1), torch.ones(1024), atol=1e-5)
+    rng = random.Random(4)  # the scenes init_codebook drew
+    scenes = [render_image(random_layout(rng, rng.randint(1, 8))) for _ in range(6)]
+    tokens = encode_images(vq, scenes).flatten()
+    patches = patchify(to_pixels(scenes), 8).flatten(1)
+    distinct, index = torch.unique(patches, dim=0, return_inverse=True)
+    assert len(distinct) == info["patches"]
+    token_of = {int(i): int(t) for i, t in zip(index, tokens, strict=True)}
+    assert all(int(tokens[k]) == token_of[int(index[k])] for k in range(len(tokens)))
+    assert len(set(token_of.values())) == len(distinct)  # distinct patches, distinct codes
+    assert (tokens == tokens[0]).float().mean() < 1  # not all one code
+
+
+def test_decode_is_transformers_decode(scenes):
+    vq = tiny_vq(seed=3)
+    tokens = encode_images(vq, scenes)
     with torch.no_grad():
-        out = vq_forward(vq, to_pixels(scenes))
-    assert out.tokens.shape == (4, N_IMAGE)
-    assert torch.equal(out.tokens, trained)  # vq_forward ignores code norms
-    assert torch.equal(encode_images(vq, scenes), out.tokens)
-    with torch.no_grad():
-        decoded = vq.decode(out.tokens)
+        decoded = vq.decode(tokens)
     assert decoded.shape == (4, 3, 64, 64)
-    assert (decoded - out.reconstruction).abs().max().item() < 1e-5
-    images = decode_tokens(vq, out.tokens)
+    images = decode_tokens(vq, tokens)
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images, to_images(decoded), strict=True))
+
+
+def test_a_whole_image_vq_encodes_through_transformers_encode(scenes):
+    config = world_vq_config(codebook=64, grid=8)
+    config.patch_local = False  # Janus-Pro's VQs: no flag
+    torch.manual_seed(0)
+    vq = JanusVQVAE(config).eval()
+    with torch.no_grad():
+        expected = vq.encode(to_pixels(scenes)).image_tokens.view(4, -1)
+    assert torch.equal(encode_images(vq, scenes), expected)
 
 
 def test_pixels_round_trip(scenes):

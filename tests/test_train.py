@@ -1,8 +1,8 @@
 """The trainers on tiny sizes: schedule, checkpoints and logs, exact resumption, training data, losses.
 
 TrainVQConfig takes no channel sizes (only the codebook), so VQ runs use the world VQ's channels with a
-64-code codebook and batch 2; policy runs use a 2 x 64 LM. Interruptions are simulated with a KeyboardInterrupt
-raised where a batch is made, which takes the trainers' Ctrl-C path (save, then re-raise).
+64-code codebook from 4 scenes and batch 2; policy runs use a 2 x 64 LM. Interruptions are simulated with a
+KeyboardInterrupt raised where a batch is made, which takes the trainers' Ctrl-C path (save, then re-raise).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from thinkdraw.world.splits import load_split
 
 torch.set_num_threads(1)
 
-VQ_ARGS = dict(steps=4, batch_size=2, codebook=64, warmup=2, restart_every=3, threads=1)
+VQ_ARGS = dict(steps=4, batch_size=2, codebook=64, codebook_scenes=4, warmup=2, threads=1)
 POLICY_ARGS = dict(steps=4, batch_size=3, hidden=64, layers=2, warmup=1, threads=1)
 
 
@@ -88,10 +88,11 @@ def test_cosine_lr():
 
 @pytest.fixture(scope="module")
 def vq_run(tmp_path_factory):
-    """An uninterrupted 4-step VQ run (restarting dead codes after step 3)."""
+    """An uninterrupted 4-step VQ run, and the model it started from."""
     out = tmp_path_factory.mktemp("vq") / "run"
     torch.manual_seed(0)
     init = JanusVQVAE(vq_trainer.world_vq_config(64))
+    vq_trainer.init_codebook(init, scenes=4, seed=0)
     model = vq_trainer.train_vq(TrainVQConfig(out=out, **VQ_ARGS), echo=quiet)
     return out, init, model
 
@@ -105,14 +106,16 @@ def test_train_vq_writes_checkpoint_and_log(vq_run):
     assert (meta["kind"], meta["step"], meta["run_config"]["steps"]) == ("vq", 4, 4)
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [0, 3]  # every 50 steps and the last
-    assert all(math.isfinite(r["loss"]) and r["recon"] > 0 for r in records)
+    assert all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in records)
     assert records[0]["lr"] == pytest.approx(cosine_lr(0, 4, 2, 2e-3))
     saved = load_model(JanusVQVAE, checkpoint)
     same_parameters(saved, model)
     codes = saved.quantize.embedding.weight
-    assert torch.allclose(codes.norm(dim=1), torch.ones(64), atol=1e-5)  # unit codes: transformers' encode agrees
-    changed = [n for n, p in model.named_parameters() if not torch.equal(p, dict(init.named_parameters())[n])]
-    assert len(changed) == len(list(model.parameters()))  # every parameter trained
+    assert torch.allclose(codes.norm(dim=1), torch.ones(64), atol=1e-5)  # unit codes: transformers' lookup agrees
+    before = dict(init.named_parameters())
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    decoder = {n for n, _ in model.named_parameters() if n.startswith(("decoder.", "post_quant_conv."))}
+    assert changed == decoder  # the decoder learns; the encoder and the codebook (tokens) stay as they began
 
 
 def test_train_vq_resumes_exactly(vq_run, tmp_path, monkeypatch):

@@ -6,22 +6,22 @@ import torch
 from transformers import JanusVQVAE, JanusVQVAEConfig
 
 from thinkdraw.policy.model import Policy, new_world_policy
-from thinkdraw.policy.vq import normalize_codebook, world_vq_config
+from thinkdraw.policy.vq import init_codebook, world_vq_config
 
 TINY_CODEBOOK = 64
 
 
 def tiny_vq_config() -> JanusVQVAEConfig:
-    """The world VQ (8x8 tokens for 64x64 images) with 64 codes and no channel growth: about 0.4M parameters."""
+    """The world VQ (8x8 tokens for 64x64 images) with 64 codes, narrower than the world VQ."""
     config = world_vq_config(codebook=TINY_CODEBOOK, grid=8)
-    config.channel_multiplier = [1, 1, 1, 1]
+    config.channel_multiplier = [1, 1, 2, 2]
     return config
 
 
 def tiny_vq(seed: int = 0) -> JanusVQVAE:
     torch.manual_seed(seed)
     vq = JanusVQVAE(tiny_vq_config()).eval()
-    normalize_codebook(vq)
+    init_codebook(vq, scenes=8, seed=seed)
     return vq
 
 

@@ -24,14 +24,12 @@ class TrainVQConfig:
     batch_size: int = option(16, "scenes per batch")
     lr: float = option(2e-3, "peak learning rate (Adam), cosine decay after warm-up")
     warmup: int = option(100, "warm-up steps")
-    codebook: int = option(1024, "codebook size (image-token vocabulary)")
+    codebook: int = option(4096, "codebook size (image-token vocabulary)")
     grid: int = option(16, "image tokens per side: 16 (one per 4x4-pixel patch) or 8 (8x8)")
-    beta: float = option(0.25, "commitment loss weight")
     object_weight: float = option(4.0, "reconstruction weight of pixels on or next to objects (background: 1)")
     max_objects: int = option(8, "scenes have 1 to this many objects")
-    restart_every: int = option(
-        200, "every this many steps, codes unused since the last restart move to fresh encoder outputs"
-    )
+    codebook_scenes: int = option(3000, "random scenes whose most common distinct patches become the codebook")
+    bf16: bool = option(True, "decode under bfloat16 autocast while training (tokens stay float32)")
     save_every: int = option(500, "checkpoint every this many steps")
     max_minutes: float = option(0.0, "stop (and save) after this many minutes; 0: no limit")
     threads: int = option(2, "CPU threads for torch")
@@ -65,6 +63,7 @@ class TrainPolicyConfig:
     drop_rate: float = option(0.1, "share of rows whose prompt and plan are dropped (CFG's unconditional branch)")
     think_rate: float = option(0.8, "sft: share of rows with a plan (the rest draw directly)")
     error_rate: float = option(0.15, "sft: share of plans that carry one mistake (the image follows the plan)")
+    bf16: bool = option(True, "forward under bfloat16 autocast (weights, optimizer and loss stay float32)")
     hidden: int = option(192, "base: LM width")
     layers: int = option(6, "base: LM layers")
     save_every: int = option(500, "checkpoint every this many steps")
@@ -117,6 +116,7 @@ class GenerateConfig:
     cfg_scale: float = option(5.0, "classifier-free guidance scale (1 = off)")
     temperature: float = option(1.0, "image-token temperature")
     top_k: int = option(0, "image-token top-k (0 = off)")
+    text_temperature: float = option(1.0, "plan-token temperature (0 = greedy)")
     seed: int = option(0, "random seed")
     batch_size: int = option(16, "rows sampled together")
     threads: int = option(2, "CPU threads for torch")
@@ -126,12 +126,17 @@ class GenerateConfig:
             raise ThinkdrawError("give either a prompt or --metadata FILE (not both)")
         if self.metadata is not None and self.outdir is None:
             raise ThinkdrawError("--metadata needs --outdir")
-        if self.cfg_scale < 1 or self.temperature < 0 or self.top_k < 0:
-            raise ThinkdrawError("--cfg-scale must be >= 1, --temperature >= 0, --top-k >= 0")
+        if self.cfg_scale < 1 or min(self.temperature, self.text_temperature, self.top_k) < 0:
+            raise ThinkdrawError("--cfg-scale must be >= 1, --temperature and --text-temperature >= 0, --top-k >= 0")
         if min(self.n, self.images_per_prompt, self.batch_size) < 1:
             raise ThinkdrawError("-n, --images-per-prompt and --batch-size must be at least 1")
 
     def settings(self):
         from thinkdraw.engine.sampling import SamplingSettings
 
-        return SamplingSettings(cfg_scale=self.cfg_scale, temperature=self.temperature, top_k=self.top_k)
+        return SamplingSettings(
+            cfg_scale=self.cfg_scale,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            text_temperature=self.text_temperature,
+        )

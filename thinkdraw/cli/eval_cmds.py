@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import typer
@@ -14,9 +14,11 @@ from thinkdraw.cli.config import add_command, option
 from thinkdraw.cli.progress import progress_bar
 from thinkdraw.errors import ThinkdrawError
 from thinkdraw.evaluator.geneval import (
+    PlanScore,
     Summary,
     evaluate_prompts,
     read_prompt_folders,
+    score_plans,
     summarize,
     write_results,
 )
@@ -52,6 +54,16 @@ def print_summary(summary: Summary, console: Console) -> None:
     console.print(table)
 
 
+def print_plan_scores(scores: dict[str, PlanScore], console: Console) -> None:
+    table = Table(title="plans (check_plan against the prompt)")
+    for column in ("task", "parse", "semantic", "semantic + spatial", "plans"):
+        table.add_column(column, justify="left" if column == "task" else "right")
+    every = PlanScore(*(sum(column) for column in zip(*map(astuple, scores.values()), strict=True)))
+    for tag, s in [*scores.items(), ("all", every)]:
+        table.add_row(tag, *(f"{n / s.total:.4f}" for n in (s.parsed, s.semantic, s.right)), str(s.total))
+    console.print(table)
+
+
 def geneval(config: EvalGenevalConfig) -> None:
     detector = DETECTORS[config.detector]()
     prompts = read_prompt_folders(config.folder, detector.classes)
@@ -64,6 +76,9 @@ def geneval(config: EvalGenevalConfig) -> None:
     write_results(results, outfile)
     console = Console()
     print_summary(summarize(results), console)
+    plans = score_plans(prompts)
+    if plans:
+        print_plan_scores(plans, console)
     console.print(f"{total} images in {elapsed:.1f} s ({total / elapsed:.1f} images/s); results in {outfile}")
 
 

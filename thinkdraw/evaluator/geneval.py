@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from thinkdraw.errors import EvalFolderError, ImageError, MetadataError
 from thinkdraw.evaluator.detection import Detector
 from thinkdraw.evaluator.rules import judge_image, validate_metadata
+from thinkdraw.plan import PlanError, check_plan, parse_plan
 
 GENEVAL_TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 
@@ -28,6 +29,7 @@ class PromptFolder:
     index: int
     metadata: dict
     images: list[Path]
+    path: Path
 
 
 def write_prompt_folder(root: Path, index: int, metadata: dict, images: list[Image.Image]) -> Path:
@@ -63,7 +65,7 @@ def read_prompt_folders(root: Path, classes: tuple[str, ...] | None = None) -> l
         images = sorted((folder / "samples").glob("*.png"))
         if not images:
             raise EvalFolderError(f"{folder}/samples: no PNG images")
-        out.append(PromptFolder(int(folder.name), metadata, images))
+        out.append(PromptFolder(int(folder.name), metadata, images, folder))
     return out
 
 
@@ -139,3 +141,41 @@ def summarize(results: Iterable[dict]) -> Summary:
 def write_results(results: list[dict], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in results))
+
+
+@dataclass(frozen=True)
+class PlanScore:
+    parsed: int  # plans that parse
+    semantic: int  # ... and name the prompt's objects, colours and counts
+    right: int  # ... and whose boxes also stand in the prompt's relations
+    total: int
+
+
+def score_plans(prompts: list[PromptFolder]) -> dict[str, PlanScore]:
+    """The plans written beside the images (PROMPT/plans.json, from `thinkdraw generate --think`) checked
+    against their prompts by `check_plan`, per task. Images drawn without a plan (null in plans.json, from
+    --no-think) and folders without plans.json are left out; no plans at all gives {}."""
+    counts: dict[str, list[int]] = {}
+    for prompt in prompts:
+        path = prompt.path / "plans.json"
+        if not path.is_file():
+            continue
+        try:
+            plans = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise EvalFolderError(f"{path}: not valid JSON ({err.msg})") from None
+        if not isinstance(plans, list) or not all(p is None or isinstance(p, str) for p in plans):
+            raise EvalFolderError(f"{path}: expected a list of plan texts (null where an image had no plan)")
+        for text in plans:
+            if text is None:
+                continue
+            row = counts.setdefault(prompt.metadata["tag"], [0, 0, 0, 0])
+            row[3] += 1
+            try:
+                check = check_plan(parse_plan(text), prompt.metadata)
+            except PlanError:
+                continue
+            row[0] += 1
+            row[1] += check.semantic
+            row[2] += check.semantic and check.spatial is not False
+    return {tag: PlanScore(*row) for tag, row in counts.items()}

@@ -59,11 +59,16 @@ def make_batch(policy: Policy, records: list[dict], config: TrainPolicyConfig, s
     return Batch(contexts, plans, image_ids, text_rows)
 
 
-def policy_loss(policy: Policy, batch: Batch, text_weight: float, image_weight: float) -> tuple[torch.Tensor, dict]:
-    """Token-weighted cross-entropy over plan (+ [boi]) and image tokens; returns (loss, detached metrics)."""
-    text_logits, image_logits = sequence_logits(
-        policy.model, batch.contexts, batch.plans, batch.image_ids, policy.special
-    )  # list of [len(plan) + 1, V_text], [B, N, V_image]
+def policy_loss(
+    policy: Policy, batch: Batch, text_weight: float, image_weight: float, bf16: bool = False
+) -> tuple[torch.Tensor, dict]:
+    """Token-weighted cross-entropy over plan (+ [boi]) and image tokens; returns (loss, detached metrics).
+    bf16: the forward under bfloat16 autocast (the weights and the loss stay float32)."""
+    with torch.autocast(batch.image_ids.device.type, dtype=torch.bfloat16, enabled=bf16):
+        text_logits, image_logits = sequence_logits(
+            policy.model, batch.contexts, batch.plans, batch.image_ids, policy.special
+        )  # list of [len(plan) + 1, V_text], [B, N, V_image]
+    text_logits, image_logits = [t.float() for t in text_logits], image_logits.float()
     image_ce = F.cross_entropy(image_logits.flatten(0, 1), batch.image_ids.flatten(), reduction="sum")
     n_image = batch.image_ids.numel()
     text_ce = image_ce.new_zeros(())
@@ -122,7 +127,7 @@ def train_policy(config: TrainPolicyConfig, echo=print) -> Policy:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = make_batch(policy, records, config, step)
-            loss, metrics = policy_loss(policy, batch, config.text_weight, config.image_weight)
+            loss, metrics = policy_loss(policy, batch, config.text_weight, config.image_weight, config.bf16)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             metrics["grad_norm"] = accelerator.clip_grad_norm_(params, 1.0).item()

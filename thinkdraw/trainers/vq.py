@@ -1,16 +1,19 @@
 """Train the world's image tokenizer (JanusVQVAE) on freshly rendered random scenes.
 
 lr -> forward -> backward -> clip -> step -> log -> save, in one loop on accelerate. Every batch is
-drawn from a generator seeded by (seed, step), so the data state is the step and a resumed
-run sees exactly the batches it would have seen. A checkpoint's codebook is unit-norm (so
-transformers' encode matches training); the raw rows training goes on from and the code-usage
-counts of dead-code restarts are saved with the trainer state, so a resumed run continues
-exactly as an uninterrupted one.
+drawn from a generator seeded by (seed, step), so the data state is the step: a resumed run
+sees the batches it would have seen and ends exactly where an uninterrupted one does.
+
+The encoder (patch-local) and the codebook (its outputs for the most common distinct
+patches, `init_codebook`) are fixed from the start, so tokens are the same from the first
+step to the last; only the decoder learns, through transformers' own `decode`. Why the
+encoder stays fixed: trained jointly with the codebook, the patch-local encoder collapsed
+within ten steps (every patch on one code, with or without a commitment loss), while at
+its random initialisation it already gives every distinct world patch its own output.
 """
 
 from __future__ import annotations
 
-import copy
 import random
 
 import numpy as np
@@ -20,7 +23,7 @@ from transformers import JanusVQVAE
 
 from thinkdraw.checkpoint import load_model, load_trainer_state, read_meta, save_checkpoint
 from thinkdraw.configs import TrainVQConfig
-from thinkdraw.policy.vq import decode_tokens, encode_images, normalize_codebook, to_pixels, vq_forward, world_vq_config
+from thinkdraw.policy.vq import decode_tokens, encode_images, encode_pixels, init_codebook, to_pixels, world_vq_config
 from thinkdraw.trainers.common import RunLog, accelerated, cosine_lr, run_meta
 from thinkdraw.world.detector import WorldDetector
 from thinkdraw.world.layout import random_layout
@@ -45,6 +48,16 @@ def reconstruction_loss(reconstruction: torch.Tensor, pixels: torch.Tensor, obje
     return (weight * error).sum() / (weight.sum() * pixels.shape[1])
 
 
+def decoder_parameters(vq: JanusVQVAE) -> list[torch.nn.Parameter]:
+    """What training moves: the decoder side. The patch-local encoder and the codebook stay fixed."""
+    params = []
+    for name, param in vq.named_parameters():
+        param.requires_grad_(name.startswith(("decoder.", "post_quant_conv.")))
+        if param.requires_grad:
+            params.append(param)
+    return params
+
+
 def train_vq(config: TrainVQConfig, echo=print) -> JanusVQVAE:
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -53,24 +66,19 @@ def train_vq(config: TrainVQConfig, echo=print) -> JanusVQVAE:
         vq, start = load_model(JanusVQVAE, checkpoint), read_meta(checkpoint)["step"]
     else:
         vq, start = JanusVQVAE(world_vq_config(config.codebook, config.grid)), 0
+        coverage = init_codebook(vq, config.codebook_scenes, config.seed)
+        share = coverage["covered"]
+        echo(f"codebook: {coverage['patches']} distinct patches; {share:.4%} of patches have a code of their own")
     vq.train()
-    optimizer = torch.optim.Adam(vq.parameters(), lr=config.lr, betas=(0.9, 0.99))
-    usage = torch.zeros(config.codebook)
+    params = decoder_parameters(vq)
+    optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.99))
     if config.resume:
-        extra = load_trainer_state(checkpoint, optimizer)
-        if "codebook" in extra:  # checkpoints from before these were saved resume from the unit-norm rows
-            with torch.no_grad():
-                vq.quantize.embedding.weight.copy_(extra["codebook"])
-            usage = extra["usage"]
+        load_trainer_state(checkpoint, optimizer)
     accelerator, vq, optimizer = accelerated(vq, optimizer)
     log = RunLog(config.out, echo, config.max_minutes)
 
     def save(step: int) -> None:
-        # normalise a copy: normalising the live codebook would change the run's course at every save
-        saved = copy.deepcopy(vq)
-        normalize_codebook(saved)
-        extra = {"codebook": vq.quantize.embedding.weight, "usage": usage}
-        save_checkpoint(checkpoint, saved, run_meta("vq", step, config), optimizer, extra=extra)
+        save_checkpoint(checkpoint, vq, run_meta("vq", step, config), optimizer)
 
     step = start
     try:
@@ -82,20 +90,16 @@ def train_vq(config: TrainVQConfig, echo=print) -> JanusVQVAE:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             pixels = scene_batch(config.seed, step, config.batch_size, config.max_objects).to(accelerator.device)
-            out = vq_forward(vq, pixels)
-            recon = reconstruction_loss(out.reconstruction, pixels, config.object_weight)
-            loss = recon + config.beta * out.commitment + out.codebook
+            tokens = encode_pixels(vq, pixels)
+            with torch.autocast(pixels.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+                reconstruction = vq.decode(tokens).float()
+            loss = reconstruction_loss(reconstruction, pixels, config.object_weight)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
-            accelerator.clip_grad_norm_(vq.parameters(), 1.0)
+            accelerator.clip_grad_norm_(params, 1.0)
             optimizer.step()
-            usage += torch.bincount(out.tokens.flatten().cpu(), minlength=config.codebook)
-            if (step + 1) % config.restart_every == 0:
-                _restart_dead_codes(vq, usage, pixels)
-                usage.zero_()
             if step % 50 == 0 or step == config.steps - 1:
-                codes = int(out.tokens.unique().numel())
-                log.write({"step": step, "loss": loss.item(), "recon": recon.item(), "lr": lr, "codes_in_batch": codes})
+                log.write({"step": step, "loss": loss.item(), "lr": lr})
             if (step + 1) % config.save_every == 0:
                 save(step + 1)
         else:
@@ -106,19 +110,8 @@ def train_vq(config: TrainVQConfig, echo=print) -> JanusVQVAE:
         raise
     save(step)
     log.close()
-    normalize_codebook(vq)
+    vq.eval()
     return vq
-
-
-@torch.no_grad()
-def _restart_dead_codes(vq: JanusVQVAE, usage: torch.Tensor, pixels: torch.Tensor) -> None:
-    dead = (usage == 0).nonzero().flatten()
-    if dead.numel() == 0:
-        return
-    latents = torch.nn.functional.normalize(vq.quant_conv(vq.encoder(pixels)), dim=1)  # [B, D, n, n]
-    latents = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
-    pick = torch.randint(0, latents.shape[0], (dead.numel(),))
-    vq.quantize.embedding.weight[dead] = latents[pick] + 0.01 * torch.randn_like(latents[pick])
 
 
 @torch.no_grad()
