@@ -1,8 +1,11 @@
 """Image tokens per second: our engine vs transformers' generate(generation_mode="image").
 
 Same model, batch, CFG scale and sampling (temperature 1, no top-k), drawing directly
-(HF's image generate cannot think first). Three ways, run interleaved `--repeats` times so
-that machine noise hits them alike; prints each one's median and the ratios side by side.
+(HF's image generate cannot think first). The world model's image-position rows, which our engine
+adds to each image-token input, have no place in HF's generate: it draws without them (one
+embedding add per step less work; the timings compare the same forward otherwise). Three ways,
+run interleaved `--repeats` times so that machine noise hits them alike; prints each one's median
+and the ratios side by side.
 
     python benchmarks/engine_speed.py                      # the shipped world model, or a fresh one
     python benchmarks/engine_speed.py --hidden 512 --layers 8 --batch 8

@@ -1,8 +1,8 @@
 #!/bin/bash
 # The recipe of the shipped world model (thinkdraw/assets), on a 2-core CPU in under 2 hours:
 #   1. the VQ image tokenizer: patch-local encoder and codebook fixed, the decoder trained (2 threads, 26 min);
-#   2. the base policy, prompt -> image (1 thread, 70 min), and, from base's step-400 checkpoint,
-#      SFT, prompt -> plan -> image (1 thread, 60 min), the two side by side;
+#   2. the base policy, prompt -> image (1 thread, 80 min), and, from base's step-400 checkpoint,
+#      SFT, prompt -> plan -> image (1 thread, 72 min), the two side by side;
 #   3. fp16 copies of the three checkpoints into thinkdraw/assets.
 # Both policies train under bfloat16 autocast (the default; --no-bf16 on a CPU without bf16 units).
 # Usage: recipes/world.sh [RUNS_DIR]   (default runs/)
@@ -13,14 +13,14 @@ ASSETS=$(python -c "import thinkdraw, pathlib; print(pathlib.Path(thinkdraw.__fi
 
 thinkdraw train vq --out "$RUNS/vq" --steps 3000 --save-every 500 --max-minutes 26 --threads 2
 
-thinkdraw train policy base "$RUNS/vq/checkpoint" --out "$RUNS/base" --batch-size 16 --steps 2400 \
-    --max-minutes 70 --save-every 100 --threads 1 &
+thinkdraw train policy base "$RUNS/vq/checkpoint" --out "$RUNS/base" --batch-size 16 --steps 2800 \
+    --max-minutes 80 --save-every 100 --threads 1 &
 base=$!
 step() { python -c "import json; print(json.load(open('$RUNS/base/checkpoint/thinkdraw.json'))['step'])" 2>/dev/null || echo 0; }
 until [ "$(step)" -ge 400 ]; do sleep 10; done
 cp -r "$RUNS/base/checkpoint" "$RUNS/base-400"
-thinkdraw train policy sft "$RUNS/base-400" --out "$RUNS/sft" --batch-size 16 --steps 2000 \
-    --max-minutes 60 --save-every 100 --threads 1
+thinkdraw train policy sft "$RUNS/base-400" --out "$RUNS/sft" --batch-size 16 --steps 1950 \
+    --max-minutes 72 --save-every 100 --threads 1
 wait $base
 
 for part in vq base sft; do

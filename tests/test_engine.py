@@ -19,6 +19,7 @@ from thinkdraw.engine.sampling import (
     SpecialIds,
     cfg_combine,
     generate,
+    image_embeddings,
     sample_next_token,
     sequence_logits,
     teacher_forced_logprobs,
@@ -29,6 +30,8 @@ torch.set_num_threads(1)
 PAD, BOS, BOI = 0, 1, 3
 TEXT_VOCAB, HIDDEN, CODEBOOK, N_IMAGE = 128, 64, 256, 16
 SPECIAL = SpecialIds(pad=PAD, bos=BOS, boi=BOI)
+# the world model's layout: the last N_IMAGE text ids are image-position tokens (section 9)
+POSITIONED = SpecialIds(pad=PAD, bos=BOS, boi=BOI, image_positions=range(TEXT_VOCAB - N_IMAGE, TEXT_VOCAB))
 PROMPTS = [[BOS, 40, 41, 42, 43, 44], [BOS, 50, 51], [BOS, 60, 61, 62, 63, 64, 65, 66, 67], [BOS, 70, 71, 72]]
 SEEDS = [100, 101, 102, 103]
 # With these seeds the plans end as [cap of 8, boi after 2, boi at once, boi after 2] (checked in test 3).
@@ -100,8 +103,8 @@ def gens(seeds):
     return [torch.Generator().manual_seed(s) for s in seeds]
 
 
-def run(model, prompts=PROMPTS, seeds=SEEDS, settings=SETTINGS, think=True, **kwargs):
-    return generate(model, prompts, SPECIAL, settings, gens(seeds), think=think, num_image_tokens=N_IMAGE, **kwargs)
+def run(model, prompts=PROMPTS, seeds=SEEDS, settings=SETTINGS, think=True, special=SPECIAL, **kwargs):
+    return generate(model, prompts, special, settings, gens(seeds), think=think, num_image_tokens=N_IMAGE, **kwargs)
 
 
 def max_diff(a, b) -> float:
@@ -311,3 +314,56 @@ def test_batch_doubles_only_with_guidance(model, cfg_scale, rows):
         hook.remove()
     assert max(seen) == rows
     assert seen[-1] == rows  # the single teacher-forced forward
+
+
+# 9 ------------------------------------------------------------------------------------------------------------
+
+
+def test_image_tokens_carry_the_position_they_predict(model):
+    ids = torch.tensor([[5, 6, 7], [8, 9, 10]])
+    embed = model.model.language_model.get_input_embeddings()
+    got = image_embeddings(model, ids, 4, POSITIONED)
+    rows = embed(torch.tensor([TEXT_VOCAB - N_IMAGE + k for k in (5, 6, 7)]))  # indices 4, 5, 6 predict 5, 6, 7
+    assert torch.equal(got, model.prepare_embeddings_for_image_generation(ids) + rows)
+    assert torch.equal(image_embeddings(model, ids, 4, SPECIAL), model.prepare_embeddings_for_image_generation(ids))
+
+
+def test_positions_change_the_drawing(model):
+    assert not torch.equal(run(model, special=POSITIONED).image_ids, run(model).image_ids)
+
+
+@pytest.mark.parametrize("cfg_scale", [5.0, 1.0])
+def test_engine_invariants_hold_with_positions(model, model64, cfg_scale):
+    settings = SamplingSettings(**{**SETTINGS.__dict__, "cfg_scale": cfg_scale})
+    cached = run(model, settings=settings, special=POSITIONED)
+    assert_same_tokens(cached, run(model, settings=settings, special=POSITIONED, use_cache=False))
+    r = run(model64, settings=settings, special=POSITIONED)
+    think, image = teacher_forced_logprobs(
+        model64, PROMPTS, r.think_ids, r.image_ids, POSITIONED, settings, r.boi_sampled
+    )
+    assert max_diff(think, r.think_logprobs) < 1e-5 and max_diff(image, r.image_logprobs) < 1e-5
+    for i in (0, 3):
+        alone = run(model, prompts=[PROMPTS[i]], seeds=[SEEDS[i]], settings=settings, special=POSITIONED)
+        assert alone.think_ids[0] == cached.think_ids[i]
+        assert torch.equal(alone.image_ids[0], cached.image_ids[i])
+
+
+def test_position_tokens_are_never_written(model):
+    positions = torch.tensor(list(POSITIONED.image_positions))
+    favour = model.lm_head.register_forward_hook(
+        lambda module, args, out: out.index_add(
+            -1, positions, torch.full(out.shape[:-1] + (len(positions),), 1e3, dtype=out.dtype)
+        )
+    )
+    try:
+        r = run(model, special=POSITIONED)
+        think, _ = teacher_forced_logprobs(
+            model, PROMPTS, r.think_ids, r.image_ids, POSITIONED, SETTINGS, r.boi_sampled
+        )
+        text_logits, _ = sequence_logits(model, PROMPTS, r.think_ids, r.image_ids, POSITIONED)
+    finally:
+        favour.remove()
+    assert sum(len(t) for t in r.think_ids) > 0
+    assert not any(token in POSITIONED.image_positions for t in r.think_ids for token in t)
+    assert all(torch.isfinite(x).all() for x in think)
+    assert all(torch.isneginf(x[:, positions]).all() for x in text_logits)

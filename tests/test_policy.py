@@ -17,10 +17,11 @@ import torch
 from tiny_models import TINY_CODEBOOK, tiny_policy, tiny_vq
 from transformers import JanusVQVAE
 
+from thinkdraw.checkpoint import CheckpointError
 from thinkdraw.engine.sampling import SamplingSettings
 from thinkdraw.errors import ThinkdrawError
-from thinkdraw.policy.model import Policy
-from thinkdraw.policy.text import PromptError
+from thinkdraw.policy.model import COORDINATE_PERIODS, Policy
+from thinkdraw.policy.text import PromptError, build_tokenizer
 from thinkdraw.policy.vq import (
     decode_tokens,
     encode_images,
@@ -34,6 +35,7 @@ from thinkdraw.policy.vq import (
 from thinkdraw.trainers.data import world_example
 from thinkdraw.world.layout import random_layout
 from thinkdraw.world.render import render_image
+from thinkdraw.world.spec import PLAN_GRID
 from thinkdraw.world.splits import load_split
 
 torch.set_num_threads(1)
@@ -166,8 +168,9 @@ def test_decode_gives_world_images(policy):
     images = policy.decode(tokens)
     assert len(images) == 3
     assert all((i.size, i.mode) == ((64, 64), "RGB") for i in images)
-    expected = to_images(policy.model.model.vqmodel.decode(tokens))
+    expected = [to_images(policy.model.model.vqmodel.decode(row[None]))[0] for row in tokens]
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images, expected, strict=True))
+    assert np.array_equal(np.asarray(policy.decode(tokens[2:])[0]), np.asarray(images[2]))  # whatever the batch
     assert not np.array_equal(np.asarray(images[0]), np.asarray(images[1]))
 
 
@@ -209,6 +212,28 @@ def test_save_and_load_give_identical_generations(policy, candidates, tmp_path):
     sa, sb = policy.model.state_dict(), loaded.model.state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     assert_same_candidates(candidates, loaded.generate(PROMPTS, think=True, seed=0, settings=SETTINGS))
+
+
+def test_new_policies_know_where_numbers_and_positions_are():
+    """init_coordinates: a grid number is closest to the position tokens of its own column (and row)."""
+    policy = tiny_policy(seed=3)
+    grid = 8
+    embed = policy.model.model.language_model.get_input_embeddings().weight.detach()
+    width = 2 * len(COORDINATE_PERIODS)
+    positions = embed[list(policy.special.image_positions)].view(grid, grid, -1)  # [row, column, H]
+    for cell in range(grid):
+        number = round(cell * PLAN_GRID / grid)  # the left (top) edge of column (row) `cell` on the plan grid
+        vector = embed[policy.tokenizer.convert_tokens_to_ids(str(number))]
+        by_column = positions[0, :, :width] @ vector[:width]  # [columns]
+        by_row = positions[:, 0, width : 2 * width] @ vector[width : 2 * width]  # [rows]
+        assert int(by_column.argmax()) == cell and int(by_row.argmax()) == cell
+
+
+def test_a_tokenizer_with_the_wrong_number_of_positions_is_refused(policy, tmp_path):
+    policy.model.save_pretrained(tmp_path)
+    build_tokenizer(image_positions=N_IMAGE - 1).save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="63 image-position tokens; the model draws 64"):
+        Policy.load(tmp_path)
 
 
 # -- the VQ ---------------------------------------------------------------------------------------------------
@@ -268,7 +293,7 @@ def test_decode_is_transformers_decode(scenes):
     vq = tiny_vq(seed=3)
     tokens = encode_images(vq, scenes)
     with torch.no_grad():
-        decoded = vq.decode(tokens)
+        decoded = torch.cat([vq.decode(row[None]) for row in tokens])  # transformers' decode, image by image
     assert decoded.shape == (4, 3, 64, 64)
     images = decode_tokens(vq, tokens)
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images, to_images(decoded), strict=True))

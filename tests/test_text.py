@@ -21,7 +21,9 @@ from thinkdraw.policy.text import (
     build_tokenizer,
     decode_text,
     encode_prompt,
+    image_position_token,
     normalize_prompt,
+    world_words,
 )
 from thinkdraw.trainers.data import world_example
 from thinkdraw.world.layout import random_layout
@@ -97,6 +99,21 @@ def test_special_tokens_have_distinct_ids(tokenizer):
     word = tokenizer.convert_tokens_to_ids("circle")
     assert decode_text(tokenizer, [text_ids.bos, word, text_ids.think, text_ids.boi]) == "circle"
     assert len(tokenizer) == len(tokenizer.get_vocab())
+
+
+def test_image_position_tokens_follow_the_words(tmp_path):
+    tokenizer = build_tokenizer(image_positions=16)
+    first = len(SPECIALS) + len(world_words())
+    assert TextIds.of(tokenizer).image_positions == range(first, first + 16)
+    assert tokenizer.convert_tokens_to_ids([image_position_token(k) for k in range(16)]) == list(
+        range(first, first + 16)
+    )
+    assert len(tokenizer) == first + 16
+    assert TextIds.of(build_tokenizer()).image_positions is None
+    word = tokenizer.convert_tokens_to_ids("circle")
+    assert decode_text(tokenizer, [word, first + 3]) == "circle"  # never shown in text
+    tokenizer.save_pretrained(tmp_path)
+    assert TextIds.of(AutoTokenizer.from_pretrained(tmp_path)) == TextIds.of(tokenizer)
 
 
 def test_prompts_are_normalised(tokenizer):

@@ -11,6 +11,7 @@ import inspect
 import json
 import math
 import random
+import shutil
 
 import pytest
 import torch
@@ -25,7 +26,7 @@ from thinkdraw.configs import TrainPolicyConfig, TrainVQConfig
 from thinkdraw.engine.sampling import SpecialIds, _left_pad, _uncond_ids
 from thinkdraw.plan import check_plan, parse_plan
 from thinkdraw.policy.model import Policy
-from thinkdraw.trainers.common import cosine_lr
+from thinkdraw.trainers.common import RunLog, cosine_lr
 from thinkdraw.trainers.data import ERRORS, world_example
 from thinkdraw.world.layout import solve_layout
 from thinkdraw.world.render import WorldObject, render
@@ -132,6 +133,29 @@ def test_train_vq_resumes_exactly(vq_run, tmp_path, monkeypatch):
     assert log_steps(out) == [0, 3]  # the resumed run continued the same log
 
 
+def interrupted_after_step_0(monkeypatch):
+    """Ctrl-C after step 0's optimizer step (while its metrics are logged)."""
+    original = RunLog.write
+
+    def write(self, record):
+        if record["step"] == 0:
+            raise KeyboardInterrupt
+        original(self, record)
+
+    monkeypatch.setattr(RunLog, "write", write)
+
+
+def test_train_vq_interrupted_after_an_update_does_not_repeat_it(vq_run, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    interrupted_after_step_0(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        vq_trainer.train_vq(TrainVQConfig(out=out, **VQ_ARGS), echo=quiet)
+    assert read_meta(out / "checkpoint")["step"] == 1
+    monkeypatch.undo()
+    resumed = vq_trainer.train_vq(TrainVQConfig(out=out, resume=True, **VQ_ARGS), echo=quiet)
+    same_parameters(resumed, vq_run[2])
+
+
 def test_reconstruction_loss_weighs_object_pixels_more():
     pixels = vq_trainer.to_pixels(render([WorldObject("square", "red", 10, 10, 12)])[None])  # [1, 3, 64, 64]
     assert torch.equal(pixels[0, :, 50, 50], torch.tensor(BACKGROUND) / 127.5 - 1)
@@ -213,6 +237,33 @@ def test_train_policy_resumes_exactly(stage, base_run, sft_run, vq_checkpoint, t
     resumed = sft.train_policy(config, echo=quiet)
     same_parameters(resumed.model, uninterrupted.model)
     assert log_steps(out) == [0, 3]
+
+
+def test_train_policy_interrupted_after_an_update_does_not_repeat_it(base_run, vq_checkpoint, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    interrupted_after_step_0(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        sft.train_policy(TrainPolicyConfig(stage="base", init=vq_checkpoint, out=out, **POLICY_ARGS), echo=quiet)
+    assert read_meta(out / "checkpoint")["step"] == 1
+    monkeypatch.undo()
+    config = TrainPolicyConfig(stage="base", init=vq_checkpoint, out=out, resume=True, **POLICY_ARGS)
+    same_parameters(sft.train_policy(config, echo=quiet).model, base_run[1].model)
+
+
+def test_resume_completes_a_save_stopped_between_its_renames(base_run, tmp_path):
+    """A save moved the old checkpoint to .old and died before its new one (.tmp) took its place."""
+    checkpoint = tmp_path / "run" / "checkpoint"
+    shutil.copytree(base_run[0] / "checkpoint", checkpoint.with_name("checkpoint.tmp"))
+    shutil.copytree(base_run[0] / "checkpoint", checkpoint.with_name("checkpoint.old"))
+    (checkpoint.with_name("checkpoint.old") / "thinkdraw.json").write_text('{"step": 1}')
+    config = TrainPolicyConfig(stage="base", init=base_run[0] / "checkpoint", out=tmp_path / "run", resume=True)
+    assert config.resume and read_meta(checkpoint)["step"] == 4  # the complete new one, not the old one
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["checkpoint"]
+    checkpoint.rename(checkpoint.with_name("checkpoint.old"))
+    shutil.copytree(base_run[0] / "checkpoint", checkpoint.with_name("checkpoint.tmp"))
+    (checkpoint.with_name("checkpoint.tmp") / "thinkdraw.json").unlink()  # died before it was complete
+    TrainPolicyConfig(stage="base", init=base_run[0] / "checkpoint", out=tmp_path / "run", resume=True)
+    assert read_meta(checkpoint)["step"] == 4 and not checkpoint.with_name("checkpoint.old").exists()
 
 
 # -- training data ----------------------------------------------------------------------------------------------

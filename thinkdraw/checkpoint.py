@@ -7,7 +7,8 @@
                                              training state a loop needs (to resume exactly)
 
 Writes go to DIR.tmp and are renamed into place, so an interrupted save never leaves a
-half-written checkpoint where a good one was. Loading is strict: a missing, unexpected or
+half-written checkpoint where a good one was (one that stops between the two renames is
+completed by `finish_interrupted_save`, which --resume runs). Loading is strict: a missing, unexpected or
 mis-shaped weight is an error, as is a missing or corrupt file.
 """
 
@@ -62,6 +63,21 @@ def save_checkpoint(
         directory.rename(old)
     tmp.rename(directory)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def finish_interrupted_save(directory: Path) -> bool:
+    """Whether DIR holds a checkpoint, once a save that stopped between its two renames (DIR already moved
+    to DIR.old, DIR.tmp not yet in place) is completed: a complete DIR.tmp (thinkdraw.json is written last)
+    takes the place of DIR, else DIR.old goes back."""
+    directory = Path(directory)
+    if not directory.exists():
+        tmp, old = directory.with_name(directory.name + ".tmp"), directory.with_name(directory.name + ".old")
+        if (tmp / META).is_file():
+            tmp.rename(directory)
+            shutil.rmtree(old, ignore_errors=True)
+        elif old.is_dir():
+            old.rename(directory)
+    return directory.is_dir()
 
 
 def export_checkpoint(source: Path, target: Path, dtype: torch.dtype = torch.float16) -> None:

@@ -15,6 +15,15 @@ from thinkdraw.errors import ThinkdrawError
 STAGES = ("base", "sft")
 
 
+def check_resume(resume: bool, out: Path) -> None:
+    if not resume:
+        return
+    from thinkdraw.checkpoint import finish_interrupted_save  # torch: only when resuming
+
+    if not finish_interrupted_save(out / "checkpoint"):
+        raise ThinkdrawError(f"--resume: no checkpoint at {out / 'checkpoint'}")
+
+
 @dataclass
 class TrainVQConfig:
     """Train the VQ image tokenizer on rendered world scenes."""
@@ -43,8 +52,7 @@ class TrainVQConfig:
             raise ThinkdrawError(f"--grid {self.grid}: choose 8 or 16")
         if not 1 <= self.max_objects <= 12:
             raise ThinkdrawError("--max-objects must be between 1 and 12")
-        if self.resume and not (self.out / "checkpoint").is_dir():
-            raise ThinkdrawError(f"--resume: no checkpoint at {self.out / 'checkpoint'}")
+        check_resume(self.resume, self.out)
 
 
 @dataclass
@@ -80,8 +88,7 @@ class TrainPolicyConfig:
         for name in ("drop_rate", "think_rate", "error_rate"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ThinkdrawError(f"--{name.replace('_', '-')} must be between 0 and 1")
-        if self.resume and not (self.out / "checkpoint").is_dir():
-            raise ThinkdrawError(f"--resume: no checkpoint at {self.out / 'checkpoint'}")
+        check_resume(self.resume, self.out)
 
 
 @dataclass

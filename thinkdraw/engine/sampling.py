@@ -13,7 +13,10 @@ generators), crashes at guidance_scale=1 and returns no per-step log-probs (scra
 Batching. Prompts are left-padded; the 2-D attention mask grows with every fed column and RoPE positions
 are cumsum(mask) - 1, so padding never shifts a row's positions. A row whose plan ended (it sampled boi)
 while others still think gets masked pad columns until the whole batch feeds boi together, so the image
-steps run in lock-step. A row's tokens therefore do not depend on the other rows of its batch.
+steps run in lock-step. A row's tokens therefore do not depend on the other rows of its batch, up to float
+rounding: CPU kernels round differently with the batch size (on the shipped model, log-probs within 1e-4 of
+the same rows sampled alone), so in a long run a sampled token can flip where u falls that close to a step
+of the CDF. The tiny-model tests hold bitwise.
 
 CFG by batch doubling (LlamaGen, DiT). The B conditional rows think alone. At boi, B unconditional rows
 are added below them: the same layout and mask, every real token except bos (and boi) replaced by pad.
@@ -22,6 +25,11 @@ Their prefix is prefilled into a cache of their own and stacked under the condit
 cfg_scale 1 there are no unconditional rows at all.
 
 Randomness. Row i draws only from generators[i], one uniform per sampled token.
+
+Image positions. Janus knows an image token's place only from its 1-D RoPE position. When the tokenizer has
+position tokens (SpecialIds.image_positions, the world model), the image token at index k goes in with the
+embedding row of position k + 1 added, the place of the token it predicts (the first image token is
+predicted from boi, which needs none); the text head never offers position tokens.
 
 `teacher_forced_logprobs` recomputes the sampler's log-probs with one differentiable forward over the
 full sequences (left-padded, no internal pads: the masked columns the sampler had change nothing).
@@ -46,6 +54,7 @@ class SpecialIds:
     pad: int
     bos: int
     boi: int  # begin-of-image
+    image_positions: range | None = None  # ids of the position tokens, one per image token (None: Janus-Pro)
 
 
 @dataclass(frozen=True)
@@ -162,10 +171,32 @@ def _guided_image_logits(model: JanusForConditionalGeneration, hidden: Tensor, B
     return cfg_combine(scores[:B], scores[B:], cfg_scale)
 
 
-def _text_logits(model: JanusForConditionalGeneration, hidden: Tensor, think_ids: list[list[int]], L: int) -> list:
+def _text_head(model: JanusForConditionalGeneration, hidden: Tensor, special: SpecialIds) -> Tensor:
+    """Text logits [..., V_text]; position tokens get -inf (they are never written)."""
+    logits = model.lm_head(hidden)
+    positions = special.image_positions
+    if positions is None:
+        return logits
+    never = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    never[positions.start : positions.stop] = True
+    return logits.masked_fill(never, float("-inf"))
+
+
+def _text_logits(model, hidden: Tensor, think_ids: list[list[int]], L: int, special: SpecialIds) -> list:
     """Raw text logits per row [len(think) + 1, V_text] that predict each plan token and then boi, where
     hidden [B, >= L, H] holds left-padded text whose boi sits in column L - 1."""
-    return [model.lm_head(hidden[i, L - 2 - len(t) : L - 1]) for i, t in enumerate(think_ids)]
+    return [_text_head(model, hidden[i, L - 2 - len(t) : L - 1], special) for i, t in enumerate(think_ids)]
+
+
+def image_embeddings(model: JanusForConditionalGeneration, image_ids: Tensor, first: int, special: SpecialIds):
+    """Input embeddings [B, n, H] of image tokens [B, n] that sit at indices first, first + 1, ... of the image,
+    each with the position row of the token it predicts added when the model has position tokens."""
+    embeds = model.prepare_embeddings_for_image_generation(image_ids)
+    if special.image_positions is None:
+        return embeds
+    rows = special.image_positions[first + 1 : first + 1 + image_ids.shape[1]]
+    index = torch.arange(rows.start, rows.stop, device=image_ids.device)
+    return embeds + model.model.language_model.get_input_embeddings()(index)
 
 
 def _text_logprobs(logits: Tensor, targets: list[int], settings: SamplingSettings) -> Tensor:
@@ -245,7 +276,7 @@ def _sample_plans(model, stream: _Stream, prompt_ids, special: SpecialIds, setti
         if pending:
             hidden = stream.feed(embed(ids[:, -1:]), mask[:, -1:])[:, -1]
             pending = False
-        logits = _upcast(model.lm_head(hidden))  # [B, V_text]
+        logits = _upcast(_text_head(model, hidden, special))  # [B, V_text]
         column, column_mask = torch.full_like(ids[:, 0], special.pad), torch.zeros_like(mask[:, 0])
         for i in range(B):
             if done[i]:
@@ -319,7 +350,7 @@ def generate(
     if plans is not None:
         think_logprobs = [torch.tensor(lp, dtype=logp_dtype, device=ids.device) for lp in plans.logprobs]
     else:  # log-probs of the given plan tokens (boi was not sampled), from the forward that fed them
-        text_logits = _text_logits(model, hidden[:B], think_ids, hidden.shape[1])
+        text_logits = _text_logits(model, hidden[:B], think_ids, hidden.shape[1], special)
         think_logprobs = [
             _text_logprobs(_upcast(lg), t, settings) for lg, t in zip(text_logits, think_ids, strict=True)
         ]
@@ -335,7 +366,7 @@ def generate(
         if on_image_step is not None:
             on_image_step(k + 1, image_ids[:, : k + 1].clone())
         if k + 1 < num_image_tokens:
-            e = model.prepare_embeddings_for_image_generation(image_ids[:, k : k + 1])  # [B, 1, H]
+            e = image_embeddings(model, image_ids[:, k : k + 1], k, special)  # [B, 1, H]
             h = stream.feed(e.repeat(R // B, 1, 1), torch.ones_like(mask[:, :1]))[:, -1]  # [R, H]
     return Rollout([list(p) for p in prompt_ids], think_ids, image_ids, think_logprobs, image_logprobs)
 
@@ -351,7 +382,7 @@ def _full_sequence_hidden(model, prompt_ids, think_ids, image_ids: Tensor, speci
     ids, mask = _left_pad(texts, special.pad, image_ids.device)  # [B, L]
     L = ids.shape[1]
     embed = model.model.language_model.get_input_embeddings()
-    images = model.prepare_embeddings_for_image_generation(image_ids[:, :-1])  # [B, N-1, H]: the last predicts nothing
+    images = image_embeddings(model, image_ids[:, :-1], 0, special)  # [B, N-1, H]: the last predicts nothing
     rows = [torch.cat([embed(_uncond_ids(ids, mask, special) if u else ids), images], 1) for u in branches]
     embeds = torch.cat(rows)  # [R, L + N - 1, H]
     full_mask = torch.cat([mask, mask.new_ones(B, N - 1)], 1).repeat(len(branches), 1)  # [R, L + N - 1]
@@ -375,7 +406,7 @@ def sequence_logits(
     image logits [B, N, V_img] predicting image_ids. uncond=True runs the unconditional rows instead."""
     hidden, L = _full_sequence_hidden(model, prompt_ids, think_ids, image_ids, special, (uncond,))
     image_logits = model.model.generation_head(hidden[:, L - 1 :])  # [B, N, V_img]
-    return _text_logits(model, hidden, think_ids, L), image_logits
+    return _text_logits(model, hidden, think_ids, L, special), image_logits
 
 
 def teacher_forced_logprobs(
@@ -395,7 +426,7 @@ def teacher_forced_logprobs(
     B = len(prompt_ids)
     branches = (False, True) if settings.cfg_scale != 1.0 else (False,)
     hidden, L = _full_sequence_hidden(model, prompt_ids, think_ids, image_ids, special, branches)
-    text_logits = _text_logits(model, hidden[:B], think_ids, L)
+    text_logits = _text_logits(model, hidden[:B], think_ids, L, special)
     think_logprobs = []
     for logits, plan, sampled in zip(text_logits, think_ids, boi_sampled, strict=True):
         targets = plan + [special.boi] if sampled else plan

@@ -26,6 +26,7 @@ from thinkdraw.errors import ThinkdrawError
 from thinkdraw.policy.text import TextIds, build_tokenizer, decode_text, encode_prompt
 from thinkdraw.policy.vq import decode_tokens, encode_images
 from thinkdraw.world.render import render_image
+from thinkdraw.world.spec import PLAN_GRID
 
 
 def world_policy_config(vocab_size: int, vq: JanusVQVAE, hidden: int = 192, layers: int = 6) -> JanusConfig:
@@ -59,11 +60,44 @@ def world_policy_config(vocab_size: int, vq: JanusVQVAE, hidden: int = 192, laye
 
 def new_world_policy(vq: JanusVQVAE, hidden: int = 192, layers: int = 6, seed: int = 0) -> Policy:
     """An untrained world policy around a trained VQ (the start of `thinkdraw train base`)."""
-    tokenizer = build_tokenizer()
+    grid = vq.config.num_patches
+    tokenizer = build_tokenizer(image_positions=grid * grid)
     torch.manual_seed(seed)
     model = JanusForConditionalGeneration(world_policy_config(len(tokenizer), vq, hidden, layers))
     model.model.vqmodel.load_state_dict(vq.state_dict(), strict=True)
-    return Policy(model, tokenizer)
+    policy = Policy(model, tokenizer)
+    init_coordinates(policy, grid)
+    return policy
+
+
+def waves(x: torch.Tensor, periods: tuple[float, ...]) -> torch.Tensor:
+    """[n] -> [n, 2 * len(periods)]: sin and cos of x at each period."""
+    angles = 2 * torch.pi * x[:, None] / torch.tensor(periods)
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+COORDINATE_PERIODS = (2.0, 4.0, 8.0, 16.0, 32.0)  # in image tokens
+
+
+def init_coordinates(policy: Policy, grid: int, amplitude: float = 0.1) -> None:
+    """Start the embeddings of places with their geometry, so that a plan's box can be matched with the
+    image token being drawn: position token k, whose top-left corner is (c, r) in tokens, gets waves(c) in
+    the first block of dimensions and waves(r) in the second; grid number n gets waves(n / PLAN_GRID * grid)
+    in both (a number is an x or a y by its place in the box). Added to the random init; training moves
+    them freely."""
+    embed = policy.model.model.language_model.get_input_embeddings().weight
+    width = 2 * len(COORDINATE_PERIODS)
+    index = torch.arange(grid * grid, dtype=torch.float32)
+    rows, cols = index // grid, index % grid  # a token's top-left corner, in tokens (a number v: v * grid / PLAN_GRID)
+    numbers = torch.arange(PLAN_GRID + 1, dtype=torch.float32)
+    number_ids = policy.tokenizer.convert_tokens_to_ids([str(int(n)) for n in numbers])
+    at = waves(numbers / PLAN_GRID * grid, COORDINATE_PERIODS)
+    with torch.no_grad():
+        positions = list(policy.special.image_positions)
+        embed[positions, :width] += amplitude * waves(cols, COORDINATE_PERIODS)
+        embed[positions, width : 2 * width] += amplitude * waves(rows, COORDINATE_PERIODS)
+        embed[number_ids, :width] += amplitude * at
+        embed[number_ids, width : 2 * width] += amplitude * at
 
 
 @dataclass
@@ -83,8 +117,13 @@ class Policy:
         self.model = model
         self.tokenizer = tokenizer
         self.ids = TextIds.of(tokenizer)
-        self.special = SpecialIds(pad=self.ids.pad, bos=self.ids.bos, boi=self.ids.boi)
         self.num_image_tokens = model.config.vision_config.num_image_tokens
+        positions = self.ids.image_positions
+        if positions is not None and len(positions) != self.num_image_tokens:
+            raise CheckpointError(
+                f"the tokenizer has {len(positions)} image-position tokens; the model draws {self.num_image_tokens}"
+            )
+        self.special = SpecialIds(pad=self.ids.pad, bos=self.ids.bos, boi=self.ids.boi, image_positions=positions)
         self._blank: int | None = None
 
     @classmethod

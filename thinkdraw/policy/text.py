@@ -8,6 +8,11 @@ are single tokens so a planned box costs nine tokens, not twenty.
 Sequences:
     [bos] prompt [boi] image                      draw directly
     [bos] prompt [think] plan [boi] image         think first: the plan ends when the model writes [boi]
+
+Image positions. A world tokenizer also holds one token per image-token position, `<img_pos_0>` ...
+`<img_pos_{N-1}>`, never written in text: their embedding rows are the world model's learned 2-D position
+table, which the engine adds to image-token inputs (see `thinkdraw.engine.sampling`). They live in the
+text embedding so that a standard Janus checkpoint carries them; Janus-Pro has none and draws unchanged.
 """
 
 from __future__ import annotations
@@ -43,10 +48,18 @@ def world_words() -> list[str]:
     return sorted(words)
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
+def image_position_token(k: int) -> str:
+    return f"<img_pos_{k}>"
+
+
+def build_tokenizer(image_positions: int = 0) -> PreTrainedTokenizerFast:
+    """The world tokenizer; `image_positions` position tokens (one per image token) after the words."""
     vocab = {token: i for i, token in enumerate(SPECIALS)}
     for word in world_words():
         vocab.setdefault(word, len(vocab))
+    positions = [image_position_token(k) for k in range(image_positions)]
+    for token in positions:
+        vocab[token] = len(vocab)
     core = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
     core.pre_tokenizer = _PRE
     return PreTrainedTokenizerFast(
@@ -55,7 +68,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         eos_token=EOS,
         pad_token=PAD,
         unk_token=UNK,
-        additional_special_tokens=[BOI, EOI, THINK],
+        additional_special_tokens=[BOI, EOI, THINK, *positions],
     )
 
 
@@ -67,11 +80,23 @@ class TextIds:
     eoi: int
     think: int
     unk: int
+    image_positions: range | None  # ids of <img_pos_0>, <img_pos_1>, ... (consecutive); None without them
 
     @classmethod
     def of(cls, tokenizer) -> TextIds:
         ids = tokenizer.convert_tokens_to_ids
-        return cls(ids(PAD), ids(BOS), ids(BOI), ids(EOI), ids(THINK), ids(UNK))
+        return cls(ids(PAD), ids(BOS), ids(BOI), ids(EOI), ids(THINK), ids(UNK), image_position_ids(tokenizer))
+
+
+def image_position_ids(tokenizer) -> range | None:
+    vocab = tokenizer.get_vocab()
+    first = vocab.get(image_position_token(0))
+    if first is None:
+        return None
+    count = 0
+    while vocab.get(image_position_token(count)) == first + count:
+        count += 1
+    return range(first, first + count)
 
 
 def normalize_prompt(prompt: str) -> str:

@@ -117,7 +117,7 @@ def train_policy(config: TrainPolicyConfig, echo=print) -> Policy:
         meta = run_meta(f"policy-{config.stage}", step, config)
         save_checkpoint(checkpoint, policy.model, meta, optimizer, tokenizer=policy.tokenizer)
 
-    step = start
+    done = start  # optimizer steps taken: what a checkpoint saved now holds
     try:
         for step in range(start, config.steps):
             if log.out_of_time():
@@ -132,17 +132,16 @@ def train_policy(config: TrainPolicyConfig, echo=print) -> Policy:
             accelerator.backward(loss)
             metrics["grad_norm"] = accelerator.clip_grad_norm_(params, 1.0).item()
             optimizer.step()
+            done = step + 1
             if step % 25 == 0 or step == config.steps - 1:
                 log.write({"step": step, "lr": lr, **metrics})
-            if (step + 1) % config.save_every == 0:
-                save(step + 1)
-        else:
-            step = config.steps
+            if done % config.save_every == 0:
+                save(done)
     except KeyboardInterrupt:
-        echo(f"interrupted at step {step}; saving")
-        save(step)
+        echo(f"interrupted after step {done}; saving")
+        save(done)
         raise
-    save(step)
+    save(done)
     log.close()
     policy.model.eval()
     return policy

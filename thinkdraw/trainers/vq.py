@@ -80,7 +80,7 @@ def train_vq(config: TrainVQConfig, echo=print) -> JanusVQVAE:
     def save(step: int) -> None:
         save_checkpoint(checkpoint, vq, run_meta("vq", step, config), optimizer)
 
-    step = start
+    done = start  # optimizer steps taken: what a checkpoint saved now holds
     try:
         for step in range(start, config.steps):
             if log.out_of_time():
@@ -98,17 +98,16 @@ def train_vq(config: TrainVQConfig, echo=print) -> JanusVQVAE:
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(params, 1.0)
             optimizer.step()
+            done = step + 1
             if step % 50 == 0 or step == config.steps - 1:
                 log.write({"step": step, "loss": loss.item(), "lr": lr})
-            if (step + 1) % config.save_every == 0:
-                save(step + 1)
-        else:
-            step = config.steps
+            if done % config.save_every == 0:
+                save(done)
     except KeyboardInterrupt:
-        echo(f"interrupted at step {step}; saving")
-        save(step)
+        echo(f"interrupted after step {done}; saving")
+        save(done)
         raise
-    save(step)
+    save(done)
     log.close()
     vq.eval()
     return vq
