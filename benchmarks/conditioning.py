@@ -27,6 +27,7 @@ from thinkdraw.engine.sampling import sequence_logits
 from thinkdraw.policy.model import Policy
 from thinkdraw.policy.vq import encode_images
 from thinkdraw.trainers.data import world_example
+from thinkdraw.trainers.sft import unconditional
 from thinkdraw.world.render import render_image
 from thinkdraw.world.splits import load_split
 
@@ -55,8 +56,8 @@ def contexts(policy: Policy, examples, think: bool, how: str) -> tuple[list[list
     if how == "shuffled":
         rows, plans = rows[1:] + rows[:1], plans[1:] + plans[:1]
     elif how == "dropped":
-        rows = [[r[0]] + [policy.ids.pad] * (len(r) - 1) for r in rows]
-        plans = [[policy.ids.pad] * len(p) for p in plans]
+        dropped = [unconditional(policy, r, p) for r, p in zip(rows, plans, strict=True)]
+        rows, plans = [r for r, _ in dropped], [p for _, p in dropped]
     return rows, plans
 
 

@@ -1,4 +1,4 @@
-"""Pieces every training loop shares: accelerate, the learning-rate schedule, the run log, run metadata."""
+"""What every training loop shares: the step loop, accelerate, the learning-rate schedule, the run log, metadata."""
 
 from __future__ import annotations
 
@@ -62,3 +62,35 @@ class RunLog:
 
     def close(self) -> None:
         self.file.close()
+
+
+def run_steps(start: int, config, optimizer, accelerator, params, loss_fn, save, log: RunLog, log_every: int) -> None:
+    """The loop of every trainer, steps start .. config.steps - 1: lr (cosine_lr) -> loss_fn(step) -> (loss,
+    metrics) -> backward -> clip to 1 -> optimizer step -> log every `log_every` steps -> save(updates taken)
+    every config.save_every updates and at the end. It stops at the run's time budget; Ctrl-C saves the
+    updates taken so far and re-raises, so a resumed run neither repeats nor skips one."""
+    done = start  # optimizer updates taken: what a checkpoint saved now holds
+    try:
+        for step in range(start, config.steps):
+            if log.out_of_time():
+                log.echo(f"time budget reached at step {step}")
+                break
+            lr = cosine_lr(step, config.steps, config.warmup, config.lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss, metrics = loss_fn(step)
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            metrics["grad_norm"] = accelerator.clip_grad_norm_(params, 1.0).item()
+            optimizer.step()
+            done = step + 1
+            if step % log_every == 0 or step == config.steps - 1:
+                log.write({"step": step, "lr": lr, **metrics})
+            if done % config.save_every == 0:
+                save(done)
+    except KeyboardInterrupt:
+        log.echo(f"interrupted after step {done}; saving")
+        save(done)
+        raise
+    save(done)
+    log.close()

@@ -6,7 +6,7 @@ Loss: token-weighted cross-entropy, plan tokens (and the [boi] that ends a plan)
 has prompt and plan replaced by [pad] to train the unconditional branch of CFG exactly as
 the engine builds it at sampling time; those rows carry image loss only.
 
-lr -> forward -> backward -> clip -> step -> log -> save, in one loop on accelerate. Batches are drawn
+lr -> forward -> backward -> clip -> step -> log -> save: the trainers' shared loop (`run_steps`). Batches are drawn
 from a generator seeded by (seed, step), so a resumed run sees the batches it would have.
 """
 
@@ -24,7 +24,7 @@ from thinkdraw.configs import TrainPolicyConfig
 from thinkdraw.engine.sampling import sequence_logits
 from thinkdraw.policy.model import Policy, new_world_policy
 from thinkdraw.policy.vq import encode_images
-from thinkdraw.trainers.common import RunLog, accelerated, cosine_lr, run_meta
+from thinkdraw.trainers.common import RunLog, accelerated, run_meta, run_steps
 from thinkdraw.trainers.data import world_example
 from thinkdraw.world.render import render_image
 from thinkdraw.world.splits import load_split
@@ -36,6 +36,11 @@ class Batch:
     plans: list[list[int]]  # plan tokens, [] when the row draws directly, pads when dropped
     image_ids: torch.Tensor  # [B, N]
     text_rows: list[bool]  # rows whose plan tokens (and [boi]) carry loss
+
+
+def unconditional(policy: Policy, context: list[int], plan: list[int]) -> tuple[list[int], list[int]]:
+    """A row's context and plan as CFG's unconditional branch sees them: bos, then pads of the same length."""
+    return [context[0]] + [policy.ids.pad] * (len(context) - 1), [policy.ids.pad] * len(plan)
 
 
 def make_batch(policy: Policy, records: list[dict], config: TrainPolicyConfig, step: int) -> Batch:
@@ -51,8 +56,7 @@ def make_batch(policy: Policy, records: list[dict], config: TrainPolicyConfig, s
         plan = policy.plan_ids(example.plan) if think else []
         dropped = rng.random() < config.drop_rate
         if dropped:
-            context = [context[0]] + [policy.ids.pad] * (len(context) - 1)
-            plan = [policy.ids.pad] * len(plan)
+            context, plan = unconditional(policy, context, plan)
         contexts.append(context)
         plans.append(plan)
         text_rows.append(think and not dropped)
@@ -117,31 +121,10 @@ def train_policy(config: TrainPolicyConfig, echo=print) -> Policy:
         meta = run_meta(f"policy-{config.stage}", step, config)
         save_checkpoint(checkpoint, policy.model, meta, optimizer, tokenizer=policy.tokenizer)
 
-    done = start  # optimizer steps taken: what a checkpoint saved now holds
-    try:
-        for step in range(start, config.steps):
-            if log.out_of_time():
-                echo(f"time budget reached at step {step}")
-                break
-            lr = cosine_lr(step, config.steps, config.warmup, config.lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batch = make_batch(policy, records, config, step)
-            loss, metrics = policy_loss(policy, batch, config.text_weight, config.image_weight, config.bf16)
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            metrics["grad_norm"] = accelerator.clip_grad_norm_(params, 1.0).item()
-            optimizer.step()
-            done = step + 1
-            if step % 25 == 0 or step == config.steps - 1:
-                log.write({"step": step, "lr": lr, **metrics})
-            if done % config.save_every == 0:
-                save(done)
-    except KeyboardInterrupt:
-        echo(f"interrupted after step {done}; saving")
-        save(done)
-        raise
-    save(done)
-    log.close()
+    def loss_fn(step: int) -> tuple[torch.Tensor, dict]:
+        batch = make_batch(policy, records, config, step)
+        return policy_loss(policy, batch, config.text_weight, config.image_weight, config.bf16)
+
+    run_steps(start, config, optimizer, accelerator, params, loss_fn, save, log, log_every=25)
     policy.model.eval()
     return policy

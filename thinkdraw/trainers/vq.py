@@ -24,7 +24,7 @@ from transformers import JanusVQVAE
 from thinkdraw.checkpoint import load_model, load_trainer_state, read_meta, save_checkpoint
 from thinkdraw.configs import TrainVQConfig
 from thinkdraw.policy.vq import decode_tokens, encode_images, encode_pixels, init_codebook, to_pixels, world_vq_config
-from thinkdraw.trainers.common import RunLog, accelerated, cosine_lr, run_meta
+from thinkdraw.trainers.common import RunLog, accelerated, run_meta, run_steps
 from thinkdraw.world.detector import WorldDetector
 from thinkdraw.world.layout import random_layout
 from thinkdraw.world.render import render, render_image
@@ -80,35 +80,15 @@ def train_vq(config: TrainVQConfig, echo=print) -> JanusVQVAE:
     def save(step: int) -> None:
         save_checkpoint(checkpoint, vq, run_meta("vq", step, config), optimizer)
 
-    done = start  # optimizer steps taken: what a checkpoint saved now holds
-    try:
-        for step in range(start, config.steps):
-            if log.out_of_time():
-                echo(f"time budget reached at step {step}")
-                break
-            lr = cosine_lr(step, config.steps, config.warmup, config.lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            pixels = scene_batch(config.seed, step, config.batch_size, config.max_objects).to(accelerator.device)
-            tokens = encode_pixels(vq, pixels)
-            with torch.autocast(pixels.device.type, dtype=torch.bfloat16, enabled=config.bf16):
-                reconstruction = vq.decode(tokens).float()
-            loss = reconstruction_loss(reconstruction, pixels, config.object_weight)
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            done = step + 1
-            if step % 50 == 0 or step == config.steps - 1:
-                log.write({"step": step, "loss": loss.item(), "lr": lr})
-            if done % config.save_every == 0:
-                save(done)
-    except KeyboardInterrupt:
-        echo(f"interrupted after step {done}; saving")
-        save(done)
-        raise
-    save(done)
-    log.close()
+    def loss_fn(step: int) -> tuple[torch.Tensor, dict]:
+        pixels = scene_batch(config.seed, step, config.batch_size, config.max_objects).to(accelerator.device)
+        tokens = encode_pixels(vq, pixels)
+        with torch.autocast(pixels.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+            reconstruction = vq.decode(tokens).float()
+        loss = reconstruction_loss(reconstruction, pixels, config.object_weight)
+        return loss, {"loss": loss.item()}
+
+    run_steps(start, config, optimizer, accelerator, params, loss_fn, save, log, log_every=50)
     vq.eval()
     return vq
 
