@@ -11,6 +11,12 @@ Each under three contexts: `right` (the example's own prompt and plan), `shuffle
 example's) and `dropped` (pads: the unconditional branch of CFG). A policy that draws what it
 is asked has much lower `start` cross-entropy under `right` than under the other two.
 
+With --think, a second table does the same for the plan's own tokens (teacher-forced, each
+example's plan) by kind: colours the prompt names, other colours (free choices, or named
+indirectly), shapes, box numbers, punctuation; under the example's own prompt and under
+another example's. A plan that copies the prompt's objects has much lower `named colour`
+and `shape` cross-entropy under its own prompt.
+
     python benchmarks/conditioning.py thinkdraw/assets/base                 # draw directly
     python benchmarks/conditioning.py thinkdraw/assets/sft OTHER_SFT --think  # prompt + plan first
 """
@@ -29,6 +35,7 @@ from thinkdraw.policy.vq import encode_images
 from thinkdraw.trainers.data import world_example
 from thinkdraw.trainers.sft import unconditional
 from thinkdraw.world.render import render_image
+from thinkdraw.world.spec import COLORS, SHAPES
 from thinkdraw.world.splits import load_split
 
 
@@ -47,6 +54,46 @@ def token_kinds(image_ids: torch.Tensor, blank: int, grid: int) -> dict[str, tor
         "bg": ~obj & above_free & left_free,
     }
     return {name: mask.flatten(1) for name, mask in kinds.items()}
+
+
+PLAN_KINDS = ("named colour", "other colour", "shape", "number", "punctuation")
+
+
+def word_kind(word: str, prompt: str) -> str:
+    if word in COLORS:
+        return "named colour" if word in prompt.split() else "other colour"
+    if word in SHAPES:
+        return "shape"
+    return "number" if word.isdigit() else "punctuation"
+
+
+def plan_table(policy: Policy, examples) -> dict[str, dict[str, tuple[float, float]]]:
+    """Plan-token CE (top-1) by word kind, under each example's own prompt and another's."""
+    plans = [policy.plan_ids(e.plan) for e in examples]
+    rows = [policy.encode(e.prompt, think=True) for e in examples]
+    targets = torch.tensor([t for plan in plans for t in plan])
+    pairs = zip(examples, plans, strict=True)
+    kinds = [word_kind(policy.tokenizer.decode([t]).strip(), e.prompt) for e, plan in pairs for t in plan]
+    image_ids = encode_images(policy.model.model.vqmodel, [render_image(e.objects) for e in examples])
+    table = {}
+    for how, context in (("own prompt", rows), ("other prompt", rows[1:] + rows[:1])):
+        with torch.no_grad():
+            text_logits, _ = sequence_logits(policy.model, context, plans, image_ids, policy.special)
+        logits = torch.cat([t[: len(plan)] for t, plan in zip(text_logits, plans, strict=True)]).float()
+        ce = F.cross_entropy(logits, targets, reduction="none")
+        right = logits.argmax(-1) == targets
+        table[how] = {}
+        for kind in PLAN_KINDS:
+            mask = torch.tensor([k == kind for k in kinds])
+            table[how][kind] = (ce[mask].mean().item(), right[mask].float().mean().item())
+    return table
+
+
+def print_table(table: dict[str, dict[str, tuple[float, float]]]) -> None:
+    kinds = list(next(iter(table.values())))
+    print(f"{'context':13s}" + "".join(f"{k:>16s}" for k in kinds))
+    for how, row in table.items():
+        print(f"{how:13s}" + "".join(f"{ce:10.3f} ({acc:.2f})" for ce, acc in row.values()))
 
 
 def contexts(policy: Policy, examples, think: bool, how: str) -> tuple[list[list[int]], list[list[int]]]:
@@ -90,11 +137,12 @@ def main() -> None:
 
     print(f"{args.examples} val examples, {'prompt + plan' if args.think else 'prompt only'}; CE nats/token (top-1)")
     for path in args.policies:
-        table = measure(Policy.load(path), examples, args.think)
-        kinds = list(table["right"])
-        print(f"\n{path}\n{'context':10s}" + "".join(f"{k:>17s}" for k in kinds))
-        for how, row in table.items():
-            print(f"{how:10s}" + "".join(f"{ce:9.3f} ({acc:4.2f})" for ce, acc in row.values()))
+        policy = Policy.load(path)
+        print(f"\n{path}: image tokens")
+        print_table(measure(policy, examples, args.think))
+        if args.think:
+            print(f"{path}: plan tokens")
+            print_table(plan_table(policy, examples))
 
 
 if __name__ == "__main__":

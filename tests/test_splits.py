@@ -14,9 +14,9 @@ from thinkdraw.errors import MetadataError
 from thinkdraw.evaluator.rules import judge_image, validate_metadata
 from thinkdraw.world.detector import WorldDetector
 from thinkdraw.world.layout import solve_layout
-from thinkdraw.world.prompts import all_prompts
+from thinkdraw.world.prompts import all_prompts, mention_order
 from thinkdraw.world.render import WorldObject, boxes_apart, render_image
-from thinkdraw.world.spec import CANVAS, SHAPES
+from thinkdraw.world.spec import CANVAS, SHAPES, noun
 from thinkdraw.world.splits import build_splits, load_split, read_jsonl, shipped_dir, write_splits
 
 SAMPLED = ("position", "color_attr", "complex", "indirect")
@@ -110,6 +110,25 @@ def test_every_test_prompt_has_a_ground_truth_scene_judged_correct(shipped):
         if not verdict.correct:
             wrong.append((record["prompt"], verdict.reason))
     assert wrong == []
+
+
+def test_ground_truth_objects_follow_the_prompt(shipped):
+    """Clauses in the order the prompt names them (a relation's subject before its target, though
+    GenEval lists the target first); a clause's objects top to bottom, then left to right."""
+    record = first(shipped["test"], "complex", lambda r: len(r["include"]) == 3 and "position" in r["include"][1])
+    subject, target, third = (record["include"][i] for i in (1, 0, 2))
+    assert record["prompt"].index(noun(subject["class"], subject["count"])) < record["prompt"].index(
+        noun(target["class"], target["count"])
+    )
+    objects = solve_layout(record, random.Random(4))
+    counts = [subject["count"], target["count"], third["count"]]
+    expected = [c["class"] for c, n in zip((subject, target, third), counts, strict=True) for _ in range(n)]
+    assert [o.shape for o in objects] == expected
+    for clause_objects in (objects[: counts[0]], objects[counts[0] : counts[0] + counts[1]], objects[-counts[2] :]):
+        corners = [(o.y0, o.x0) for o in clause_objects]
+        assert corners == sorted(corners)
+    assert mention_order(record["include"]) == [1, 0, 2]
+    assert mention_order([{"class": "star"}, {"class": "circle"}]) == [0, 1]
 
 
 def first(records: list[dict], tag: str, predicate=lambda r: True) -> dict:

@@ -12,6 +12,7 @@ import random
 from thinkdraw.errors import LayoutError
 from thinkdraw.evaluator.detection import Detection
 from thinkdraw.evaluator.rules import judge
+from thinkdraw.world.prompts import mention_order
 from thinkdraw.world.render import WorldObject, boxes_apart
 from thinkdraw.world.spec import CANVAS, COLORS, MAX_SIZE, MIN_SIZE, SHAPES
 
@@ -78,10 +79,12 @@ def solve_layout(metadata: dict, rng: random.Random, attempts: int = 300) -> lis
 
     Uncoloured objects get a random colour. A relation puts its subject and its target on
     either side of a random split line, then every attempt is checked by the rules themselves.
+    The objects come in the order the prompt names them, a clause's own top to bottom then left
+    to right, so a plan written from the scene follows the prompt.
     """
     include = metadata["include"]
     for _ in range(attempts):
-        items, regions = [], []
+        items, regions, clauses = [], [], []
         split = rng.randint(24, 40)
         # The objects of a clause stand on its side of the split when a relation involves it.
         sides: dict[int, tuple[str, bool]] = {}
@@ -93,6 +96,7 @@ def solve_layout(metadata: dict, rng: random.Random, attempts: int = 300) -> lis
         for i, clause in enumerate(include):
             for _ in range(clause["count"]):
                 items.append((clause["class"], clause.get("color") or rng.choice(list(COLORS))))
+                clauses.append(i)
                 if i in sides:
                     regions.append(_region_for(*sides[i], split))
                 else:
@@ -101,5 +105,7 @@ def solve_layout(metadata: dict, rng: random.Random, attempts: int = 300) -> lis
         rng.shuffle(order)
         objects = place(rng, [items[k] for k in order], [regions[k] for k in order])
         if objects is not None and judge(metadata, as_detections(objects)).correct:
-            return objects
+            rank = {clause: r for r, clause in enumerate(mention_order(include))}
+            placed = sorted(zip(order, objects, strict=True), key=lambda p: (rank[clauses[p[0]]], p[1].y0, p[1].x0))
+            return [obj for _, obj in placed]
     raise LayoutError(f"no layout found for {metadata['prompt']!r} in {attempts} attempts")

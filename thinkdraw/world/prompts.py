@@ -134,6 +134,16 @@ def color_attr(rng: random.Random) -> dict:
     return _metadata("color_attr", f"a photo of {a.text()} and {b.text()}", [a.clause(), b.clause()])
 
 
+def mention_order(include: list[dict]) -> list[int]:
+    """Indices of the include clauses in the order the prompt names them: GenEval lists a relation's
+    target before its subject, the prompt says the subject first ("a star below four circles")."""
+    order: list[int] = []
+    for i, clause in enumerate(include):
+        if "position" not in clause:
+            order += [j for j, c in enumerate(include) if c.get("position", (None, None))[1] == i] + [i]
+    return order + [i for i in range(len(include)) if i not in order]
+
+
 def _join(parts: list[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
