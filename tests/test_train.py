@@ -16,6 +16,7 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from tiny_models import tiny_policy
 from transformers import JanusVQVAE
 
@@ -25,7 +26,7 @@ from thinkdraw.checkpoint import load_model, read_meta
 from thinkdraw.configs import TrainPolicyConfig, TrainVQConfig
 from thinkdraw.engine.sampling import SpecialIds, _left_pad, _uncond_ids
 from thinkdraw.plan import check_plan, parse_plan
-from thinkdraw.policy.model import Policy
+from thinkdraw.policy.model import Policy, untie_text_head
 from thinkdraw.trainers.common import RunLog, cosine_lr
 from thinkdraw.trainers.data import ERRORS, world_example
 from thinkdraw.world.layout import solve_layout
@@ -221,6 +222,32 @@ def test_train_policy_writes_checkpoint_and_log(stage, base_run, sft_run, vq_che
     # the VQ stays frozen: the policy's VQ is the VQ checkpoint's
     same_parameters(loaded.model.model.vqmodel, load_model(JanusVQVAE, vq_checkpoint))
     assert loaded.model.config.text_config.hidden_size == 64
+
+
+def test_base_ships_one_text_matrix_and_sft_two(base_run, sft_run):
+    def tensors(out):
+        with safe_open(str(out / "checkpoint" / "model.safetensors"), "pt") as f:
+            return set(f.keys())
+
+    assert "lm_head.weight" not in tensors(base_run[0])  # tied: the head is the input embedding
+    assert "lm_head.weight" in tensors(sft_run[0])
+    base, tuned = Policy.load(base_run[0] / "checkpoint").model, Policy.load(sft_run[0] / "checkpoint").model
+    assert base.lm_head.weight is base.model.language_model.embed_tokens.weight
+    head, embed = tuned.lm_head.weight, tuned.model.language_model.embed_tokens.weight
+    assert head is not embed and not torch.equal(head, embed)  # each moved on its own gradient
+
+
+def test_untie_keeps_the_logits_and_frees_the_head(base_run):
+    model = Policy.load(base_run[0] / "checkpoint").model
+    embed = model.model.language_model.embed_tokens.weight
+    hidden = torch.randn(3, model.config.text_config.hidden_size)
+    before = model.lm_head(hidden)
+    assert untie_text_head(model) and not untie_text_head(model)
+    assert torch.equal(model.lm_head(hidden), before)
+    kept = embed.detach().clone()
+    with torch.no_grad():
+        model.lm_head.weight.add_(1.0)
+    assert torch.equal(embed, kept)
 
 
 @pytest.mark.parametrize("stage", ["base", "sft"])

@@ -100,6 +100,23 @@ def init_coordinates(policy: Policy, grid: int, amplitude: float = 0.1) -> None:
         embed[number_ids, width : 2 * width] += amplitude * at
 
 
+def untie_text_head(model: JanusForConditionalGeneration) -> bool:
+    """Give the text head weights of its own (a copy of the input embedding); True when it was tied.
+
+    The world base policy is built tied (it never writes text, so a second matrix would only be weight to
+    ship). SFT unties it before its first step: with one matrix, the rows of words the plan must copy but
+    cannot yet predict (a colour it does not know) are pulled together as outputs until the words no
+    longer differ as inputs either; in a tied SFT run the ten colour rows ended at cosine 0.86 and the
+    plan never learned to copy a colour. Janus-Pro's text head is untied already."""
+    embed = model.model.language_model.get_input_embeddings()
+    if model.lm_head.weight is not embed.weight:
+        return False
+    model.config.tie_word_embeddings = False
+    model.config.text_config.tie_word_embeddings = False
+    model.lm_head.weight = torch.nn.Parameter(embed.weight.detach().clone())
+    return True
+
+
 @dataclass
 class Candidate:
     prompt: str

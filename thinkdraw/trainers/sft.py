@@ -22,7 +22,7 @@ from transformers import JanusForConditionalGeneration, JanusVQVAE
 from thinkdraw.checkpoint import load_model, load_trainer_state, read_meta, save_checkpoint
 from thinkdraw.configs import TrainPolicyConfig
 from thinkdraw.engine.sampling import sequence_logits
-from thinkdraw.policy.model import Policy, new_world_policy
+from thinkdraw.policy.model import Policy, new_world_policy, untie_text_head
 from thinkdraw.policy.vq import encode_images
 from thinkdraw.trainers.common import RunLog, accelerated, run_meta, run_steps
 from thinkdraw.trainers.data import world_example
@@ -108,6 +108,7 @@ def train_policy(config: TrainPolicyConfig, echo=print) -> Policy:
         policy, start = new_world_policy(load_model(JanusVQVAE, config.init), config.hidden, config.layers), 0
     else:
         policy, start = Policy.load(config.init), 0
+        untie_text_head(policy.model)
     policy.model.train()
     params = trainable_parameters(policy.model)
     optimizer = torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.95), weight_decay=0.01)
