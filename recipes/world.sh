@@ -5,7 +5,7 @@
 #   3. SFT from the base policy, prompt -> plan -> image (at most 44 min);
 #   4. fp16 copies of the three checkpoints into thinkdraw/assets.
 # One run at a time on both cores: two runs side by side on one thread each took about 5 s a step
-# each on a 2-core machine, against 1.3-1.6 s for one run on two threads.
+# each on a 2-core machine, against 1.1 s (base) and 1.5 s (SFT) for one run on two threads.
 # Both policies train in float32 (--no-bf16): on a 2-core CPU with avx512_bf16 and no AMX a step under
 # bfloat16 autocast took 1.5-1.7x as long.
 # Usage: recipes/world.sh [RUNS_DIR [VQ]]   (default runs/; VQ: an existing VQ checkpoint to draw with,
@@ -13,6 +13,7 @@
 set -euo pipefail
 RUNS=${1:-runs}
 VQ=${2:-}
+export OMP_WAIT_POLICY=PASSIVE  # as in the runs whose timings are given above
 ASSETS=$(python -c "import thinkdraw, pathlib; print(pathlib.Path(thinkdraw.__file__).parent / 'assets')")
 
 parts="base sft"

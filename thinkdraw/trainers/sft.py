@@ -6,6 +6,9 @@ Loss: token-weighted cross-entropy, plan tokens (and the [boi] that ends a plan)
 has prompt and plan replaced by [pad] to train the unconditional branch of CFG exactly as
 the engine builds it at sampling time; those rows carry image loss only.
 
+SFT starts by giving the text head weights of its own (`untie_text_head`): the base policy is built
+with them tied to the input embedding, as it never writes text.
+
 lr -> forward -> backward -> clip -> step -> log -> save: the trainers' shared loop (`run_steps`). Batches are drawn
 from a generator seeded by (seed, step), so a resumed run sees the batches it would have.
 """
