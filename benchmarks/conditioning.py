@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from thinkdraw.engine.sampling import sequence_logits
 from thinkdraw.policy.model import Policy
 from thinkdraw.policy.vq import encode_images
-from thinkdraw.trainers.data import world_example
 from thinkdraw.trainers.sft import unconditional
+from thinkdraw.world.data import world_example
 from thinkdraw.world.render import render_image
 from thinkdraw.world.spec import COLORS, SHAPES
 from thinkdraw.world.splits import load_split

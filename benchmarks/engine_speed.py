@@ -22,8 +22,8 @@ import torch
 from transformers import JanusVQVAE
 
 from thinkdraw.engine.sampling import SamplingSettings, generate
-from thinkdraw.policy.model import Policy, new_world_policy
-from thinkdraw.policy.vq import world_vq_config
+from thinkdraw.policy.model import Policy
+from thinkdraw.world.model import new_world_policy, world_vq_config
 
 SHIPPED = Path(__file__).resolve().parent.parent / "thinkdraw" / "assets" / "sft"
 PROMPT = "a photo of two red circles left of a blue square"
@@ -51,10 +51,10 @@ def main() -> None:
     n = policy.num_image_tokens
     contexts = [policy.encode(PROMPT, think=False)] * args.batch
     settings = SamplingSettings(cfg_scale=args.cfg)
-    model.generation_config.pad_token_id = policy.ids.pad
-    model.generation_config.bos_token_id = policy.ids.bos
-    model.generation_config.generation_kwargs = {"boi_token_id": policy.ids.boi}
-    hf_ids = torch.tensor([c + [policy.ids.boi] for c in contexts])
+    model.generation_config.pad_token_id = policy.special.pad
+    model.generation_config.bos_token_id = policy.special.bos
+    model.generation_config.generation_kwargs = {"boi_token_id": policy.special.boi}
+    hf_ids = torch.tensor([c + [policy.special.boi] for c in contexts])
 
     def ours(use_cache: bool):
         generators = [torch.Generator().manual_seed(i) for i in range(args.batch)]

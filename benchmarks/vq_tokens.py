@@ -25,9 +25,9 @@ from transformers import JanusVQVAE
 
 from thinkdraw.checkpoint import load_model
 from thinkdraw.policy.vq import encode_pixels, patchify, to_pixels
-from thinkdraw.trainers.vq import roundtrip_accuracy
 from thinkdraw.world.layout import random_layout
 from thinkdraw.world.render import render
+from thinkdraw.world.train_vq import roundtrip_accuracy
 
 
 def entropy(values) -> float:

@@ -11,8 +11,8 @@ from PIL import Image
 from transformers import JanusForConditionalGeneration, JanusVQVAE
 
 from thinkdraw.checkpoint import load_model, read_meta
-from thinkdraw.cli.generate_cmds import ASSETS
-from thinkdraw.trainers.vq import roundtrip_accuracy
+from thinkdraw.world.registry import ASSETS
+from thinkdraw.world.train_vq import roundtrip_accuracy
 
 torch.set_num_threads(1)
 

@@ -35,8 +35,12 @@ def no_progress_bars():
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("policy")
-    tiny_policy().save(folder)
+    """A tiny world policy saved as the trainers save one (its thinkdraw.json names the world)."""
+    folder = tmp_path_factory.mktemp("policy") / "model"
+    policy = tiny_policy()
+    save_checkpoint(
+        folder, policy.model, {"kind": "policy-sft", "step": 0, "environment": "world"}, None, policy.tokenizer
+    )
     return folder
 
 
@@ -96,10 +100,25 @@ def test_bad_prompts(model_dir, tmp_path, prompt, fragment):
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["--cfg-scale", "0.5"], "--cfg-scale must be >= 1"),
-        (["--text-temperature", "-1"], "--text-temperature >= 0"),
+        (["--cfg-scale", "0.5"], "cfg_scale is 0.5: it must be >= 1"),
+        (["--text-temperature", "-1"], "text_temperature is -1.0"),
+        (["--text-top-k", "-2"], "text_top_k is -2"),
         (["-n", "0"], "must be at least 1"),
         (["--metadata", "m.jsonl"], "give either a prompt or --metadata"),
+        # an option the mode ignores is an error, not silence
+        (["--no-think", "--text-temperature", "0.5"], "--text-temperature is not used with --no-think"),
+        (["--no-think", "--max-think-tokens", "9"], "--max-think-tokens is not used with --no-think"),
+        (["--no-think", "--plan", "circle (0,0),(99,99)"], "--plan is not used with --no-think"),
+        (["--plan", "circle (0,0),(99,99)", "--text-top-k", "3"], "--text-top-k is not used when the plan is given"),
+        (["--images-per-prompt", "2"], "--images-per-prompt is not used with a single prompt"),
+        (["--given-plans"], "--given-plans is not used with a single prompt"),
+        (["--device", "tpu"], "--device 'tpu'"),
+        (["--dtype", "int8"], "--dtype 'int8'"),
+        # a given plan: malformed, or not in world words
+        (["--plan", "circle (0,0)"], "plan entry 1 is not 'phrase (x1,y1),(x2,y2)'"),
+        (["--plan", "circle (0,0),(2000,10)"], "is not a box on the 0-1000 grid"),
+        (["--plan", "green hexagon (0,0),(99,99)"], "'green hexagon' is not '[colour] shape'"),
+        (["--plan", "   "], "--plan is empty"),
     ],
 )
 def test_bad_options(model_dir, args, fragment):

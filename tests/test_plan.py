@@ -1,4 +1,5 @@
-"""The reasoning plan: its text form, its grid, its typed errors, and its checks."""
+"""The reasoning plan: its open-vocabulary text form, its grid, its typed errors, its checks, and the world's
+side of it (plans of scenes, the check of world words)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from thinkdraw.errors import ThinkdrawError
+from thinkdraw.evaluator.plans import check_plan, read_phrase
 from thinkdraw.plan import (
     EmptyPlanError,
     Plan,
@@ -16,13 +18,14 @@ from thinkdraw.plan import (
     PlanObject,
     PlanSyntaxError,
     UnknownWordError,
-    check_plan,
     draw_plan,
     parse_plan,
     to_grid,
 )
 from thinkdraw.world.layout import random_layout, solve_layout
+from thinkdraw.world.plans import check_world_words, plan_of_scene
 from thinkdraw.world.render import WorldObject
+from thinkdraw.world.spec import COLORS
 from thinkdraw.world.splits import load_split
 
 SCENE = [WorldObject("circle", "red", 10, 15, 18), WorldObject("star", "blue", 40, 6, 18)]
@@ -31,8 +34,8 @@ SCENE = [WorldObject("circle", "red", 10, 15, 18), WorldObject("star", "blue", 4
 def test_text_format_pinned():
     # 10 -> 156.25, 15 -> 234.375, 28 -> 437.5, 33 -> 515.625, 40 -> 625, 6 -> 93.75, 58 -> 906.25, 24 -> 375.
     # Rounded half up: 437.5 -> 438.
-    assert Plan.from_scene(SCENE).text() == "red circle (156,234),(438,516); blue star (625,94),(906,375)"
-    assert Plan.from_scene(SCENE, with_color=False).text() == "circle (156,234),(438,516); star (625,94),(906,375)"
+    assert plan_of_scene(SCENE).text() == "red circle (156,234),(438,516); blue star (625,94),(906,375)"
+    assert plan_of_scene(SCENE, with_color=False).text() == "circle (156,234),(438,516); star (625,94),(906,375)"
 
 
 def test_round_trip_on_scenes():
@@ -40,27 +43,33 @@ def test_round_trip_on_scenes():
     for _ in range(300):
         objects = random_layout(rng, rng.randint(1, 6))
         for with_color in (True, False):
-            plan = Plan.from_scene(objects, with_color)
+            plan = plan_of_scene(objects, with_color)
             assert parse_plan(plan.text()) == plan
-        plan = Plan.from_scene(objects)
-        assert [tuple(round(v) for v in o.pixel_box()) for o in plan.objects] == [o.box for o in objects]
+        plan = plan_of_scene(objects)
+        assert [tuple(round(v) for v in o.pixel_box(64)) for o in plan.objects] == [o.box for o in objects]
 
 
 def test_grid_is_exact_to_invert_for_every_pixel():
-    grid = [to_grid((v, v, v, v))[0] for v in range(65)]
+    grid = [to_grid((v, v, v, v), 64)[0] for v in range(65)]
     assert grid[:5] == [0, 16, 31, 47, 63] and grid[32] == 500 and grid[64] == 1000
     assert len(set(grid)) == 65  # distinct pixels stay distinct
     for v, g in enumerate(grid):
-        back = PlanObject("square", None, (g, g, g, g)).pixel_box()[0]
+        back = PlanObject("square", (g, g, g, g)).pixel_box(64)[0]
         assert round(back) == v
         assert abs(back - v) <= 0.5 * 64 / 1000 + 1e-12
 
 
 def test_parser_tolerates_spacing():
     plan = parse_plan("  red   circle ( 156 , 234 ) , ( 438,516 ) ;star (625,94),(906,375);  ")
-    assert plan == Plan(
-        (PlanObject("circle", "red", (156, 234, 438, 516)), PlanObject("star", None, (625, 94, 906, 375)))
-    )
+    assert plan == Plan((PlanObject("red circle", (156, 234, 438, 516)), PlanObject("star", (625, 94, 906, 375))))
+
+
+def test_open_vocabulary_phrases():
+    plan = parse_plan("red teddy bear (112,40),(540,610); A small wooden chair (600,300),(990,800)")
+    assert [o.phrase for o in plan.objects] == ["red teddy bear", "A small wooden chair"]
+    assert plan.objects[0].box == (112, 40, 540, 610)
+    assert parse_plan(plan.text()) == plan
+    assert plan.objects[0].pixel_box(384) == pytest.approx((43.008, 15.36, 207.36, 234.24))
 
 
 @pytest.mark.parametrize(
@@ -70,12 +79,9 @@ def test_parser_tolerates_spacing():
         (" ; ; ", EmptyPlanError, "no objects"),
         ("red circle (1,2)", PlanSyntaxError, r"plan entry 1 is not"),
         ("circle (0,0),(10,10); red circle (1,2),(3)", PlanSyntaxError, r"plan entry 2"),
-        ("Red circle (0,0),(10,10)", PlanSyntaxError, "entry 1"),
+        ("(0,0),(10,10)", PlanSyntaxError, "entry 1"),
         ("circle [0,0],[10,10]", PlanSyntaxError, "entry 1"),
-        ("green hexagon (0,0),(10,10)", UnknownWordError, "'green hexagon'"),
-        ("teal circle (0,0),(10,10)", UnknownWordError, "'teal circle'"),
-        ("circle red (0,0),(10,10)", UnknownWordError, "entry 1"),
-        ("big red circle (0,0),(10,10)", UnknownWordError, "entry 1"),
+        ("circle (0,0),(10,10) and more", PlanSyntaxError, "entry 1"),
         ("circle (10,0),(10,10)", PlanBoxError, r"box \(10,0\),\(10,10\)"),  # x2 <= x1
         ("circle (20,0),(10,10)", PlanBoxError, "entry 1"),
         ("circle (0,10),(10,5)", PlanBoxError, "entry 1"),  # y2 <= y1
@@ -90,7 +96,53 @@ def test_typed_errors(text, error, match):
 
 
 def test_full_grid_box_is_fine():
-    assert parse_plan("square (0,0),(1000,1000)").objects[0].pixel_box() == (0.0, 0.0, 64.0, 64.0)
+    assert parse_plan("square (0,0),(1000,1000)").objects[0].pixel_box(64) == (0.0, 0.0, 64.0, 64.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("green hexagon (0,0),(10,10)", "'green hexagon'"),
+        ("teal circle (0,0),(10,10)", "'teal circle'"),
+        ("circle red (0,0),(10,10)", "entry 1"),
+        ("big red circle (0,0),(10,10)", "entry 1"),
+        ("Red circle (0,0),(10,10)", "entry 1"),
+        ("circle (0,0),(10,10); red teddy bear (20,20),(40,40)", "entry 2: 'red teddy bear'"),
+    ],
+)
+def test_world_words_are_a_world_side_check(text, match):
+    plan = parse_plan(text)  # open vocabulary: it parses
+    with pytest.raises(UnknownWordError, match=match) as caught:
+        check_world_words(plan)
+    assert isinstance(caught.value, PlanError)
+    assert check_world_words(parse_plan("red circle (0,0),(10,10); star (20,0),(30,10)")).objects[1].phrase == "star"
+
+
+def test_read_phrase_takes_the_longest_class_and_the_colour_before_it():
+    classes = ["bear", "teddy bear", "bench"]
+    assert read_phrase("red teddy bear", classes) == ("teddy bear", "red")
+    assert read_phrase("a big brown bear", classes) == ("bear", "brown")
+    assert read_phrase("bench", classes) == ("bench", None)
+    assert read_phrase("blue wooden bench", classes) == ("bench", "blue")
+    assert read_phrase("green lamp", classes) == ("green lamp", None)  # no class of the prompt
+
+
+def test_check_open_vocabulary_plan():
+    metadata = {
+        "tag": "position",
+        "prompt": "a photo of a red teddy bear left of a blue bench",
+        "include": [
+            {"class": "bench", "count": 1, "color": "blue"},
+            {"class": "teddy bear", "count": 1, "color": "red", "position": ["left of", 0]},
+        ],
+    }
+    right = parse_plan("red teddy bear (50,300),(300,700); blue bench (600,300),(950,700)")
+    assert check_plan(right, metadata) == check_plan(right, metadata) and check_plan(right, metadata).spatial
+    assert check_plan(right, metadata).semantic
+    swapped = parse_plan("red teddy bear (600,300),(950,700); blue bench (50,300),(300,700)")
+    assert (check_plan(swapped, metadata).semantic, check_plan(swapped, metadata).spatial) == (True, False)
+    wrong_colour = parse_plan("green teddy bear (50,300),(300,700); blue bench (600,300),(950,700)")
+    assert not check_plan(wrong_colour, metadata).semantic
 
 
 # --- check_plan -----------------------------------------------------------------------------
@@ -168,7 +220,7 @@ def test_ground_truth_plans_of_the_test_split_pass():
     wrong = []
     for index, record in enumerate(load_split("test")):
         objects = solve_layout(record, random.Random(index))
-        check = check_plan(Plan.from_scene(objects), record)
+        check = check_plan(plan_of_scene(objects), record)
         has_relation = any("position" in c for c in record["include"])
         if not check.semantic or check.spatial is not (True if has_relation else None):
             wrong.append((record["prompt"], check))
@@ -180,7 +232,7 @@ def test_ground_truth_plans_of_the_test_split_pass():
 
 def test_draw_plan_tints_boxes_and_leaves_background():
     plan = parse_plan("red circle (250,250),(750,750); square (0,0),(125,125)")
-    image = np.asarray(draw_plan(plan, size=256)).astype(int)
+    image = np.asarray(draw_plan(plan, size=256, palette=COLORS)).astype(int)
     assert image.shape == (256, 256, 3)
     # Box (64, 64)-(192, 192): outline 2 px of the colour, inside the colour at alpha 110/255 over grey.
     tint = [(c * 110 + 128 * 145) / 255 for c in (220, 30, 30)]  # 167.7, 85.7, 85.7
@@ -192,5 +244,7 @@ def test_draw_plan_tints_boxes_and_leaves_background():
     for x, y in [(63, 100), (192, 100), (100, 63), (100, 192), (255, 255), (40, 200)]:
         assert image[y, x].tolist() == [128, 128, 128], (x, y)
     # An uncoloured object is tinted dark grey (60, 60, 60): (60 * 110 + 128 * 145) / 255 = 98.7.
+    # Without a palette, PIL's named colours: red is (255, 0, 0).
+    assert np.asarray(draw_plan(plan, size=256))[100, 64].tolist() == [255, 0, 0]
     assert np.abs(image[28, 28] - 98.7).max() <= 1
     assert draw_plan(plan, size=128).size == (128, 128)

@@ -20,22 +20,21 @@ from transformers import JanusVQVAE
 from thinkdraw.checkpoint import CheckpointError
 from thinkdraw.engine.sampling import SamplingSettings
 from thinkdraw.errors import ThinkdrawError
-from thinkdraw.policy.model import COORDINATE_PERIODS, Policy
-from thinkdraw.policy.text import PromptError, build_tokenizer
+from thinkdraw.plan import GRID as PLAN_GRID
+from thinkdraw.policy.formats import PromptError
+from thinkdraw.policy.model import Policy
 from thinkdraw.policy.vq import (
     decode_tokens,
     encode_images,
     encode_pixels,
-    init_codebook,
     patchify,
     to_images,
     to_pixels,
-    world_vq_config,
 )
-from thinkdraw.trainers.data import world_example
+from thinkdraw.world.data import world_example
 from thinkdraw.world.layout import random_layout
+from thinkdraw.world.model import COORDINATE_PERIODS, build_tokenizer, init_codebook, world_vq_config
 from thinkdraw.world.render import render_image
-from thinkdraw.world.spec import PLAN_GRID
 from thinkdraw.world.splits import load_split
 
 torch.set_num_threads(1)
@@ -55,7 +54,7 @@ def policy() -> Policy:
         ids = torch.tensor([policy.encode(r["prompt"], think=True) for r in load_split("test")[:6]])  # [6, T]
         hidden = lm(input_ids=ids).last_hidden_state.reshape(-1, lm.config.hidden_size)  # [6 * T, H]
         direction = hidden.mean(0)
-        model.lm_head.weight[policy.ids.boi] = 0.8 * direction / direction.norm()  # tied: the boi embedding too
+        model.lm_head.weight[policy.special.boi] = 0.8 * direction / direction.norm()  # tied: the boi embedding too
         model.model.generation_head.vision_head.weight.mul_(30.0)
     return policy
 
@@ -208,7 +207,7 @@ def test_save_and_load_give_identical_generations(policy, candidates, tmp_path):
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in tmp_path.iterdir()}
     loaded = Policy.load(tmp_path)
     assert not loaded.model.training
-    assert loaded.ids == policy.ids and loaded.num_image_tokens == N_IMAGE
+    assert loaded.special == policy.special and loaded.num_image_tokens == N_IMAGE
     sa, sb = policy.model.state_dict(), loaded.model.state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     assert_same_candidates(candidates, loaded.generate(PROMPTS, think=True, seed=0, settings=SETTINGS))

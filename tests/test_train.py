@@ -21,14 +21,16 @@ from tiny_models import tiny_policy
 from transformers import JanusVQVAE
 
 import thinkdraw.trainers.sft as sft
-import thinkdraw.trainers.vq as vq_trainer
+import thinkdraw.world.model as world_model
+import thinkdraw.world.train_vq as vq_trainer
 from thinkdraw.checkpoint import load_model, read_meta
 from thinkdraw.configs import TrainPolicyConfig, TrainVQConfig
 from thinkdraw.engine.sampling import SpecialIds, _left_pad, _uncond_ids
-from thinkdraw.plan import check_plan, parse_plan
+from thinkdraw.evaluator.plans import check_plan
+from thinkdraw.plan import parse_plan
 from thinkdraw.policy.model import Policy, untie_text_head
 from thinkdraw.trainers.common import RunLog, cosine_lr
-from thinkdraw.trainers.data import ERRORS, world_example
+from thinkdraw.world.data import ERRORS, WorldExamples, train_world_policy, world_example
 from thinkdraw.world.layout import solve_layout
 from thinkdraw.world.render import WorldObject, render
 from thinkdraw.world.spec import BACKGROUND
@@ -37,7 +39,12 @@ from thinkdraw.world.splits import load_split
 torch.set_num_threads(1)
 
 VQ_ARGS = dict(steps=4, batch_size=2, codebook=64, codebook_scenes=4, warmup=2, threads=1)
-POLICY_ARGS = dict(steps=4, batch_size=3, hidden=64, layers=2, warmup=1, threads=1)
+POLICY_ARGS = dict(steps=4, batch_size=3, warmup=1, threads=1)
+
+
+def policy_args(stage: str) -> dict:
+    """The tiny run's options; the model's size only for stage base (sft takes its init's)."""
+    return {**POLICY_ARGS, **(dict(hidden=64, layers=2) if stage == "base" else {})}
 
 
 def quiet(_: str) -> None:
@@ -93,8 +100,8 @@ def vq_run(tmp_path_factory):
     """An uninterrupted 4-step VQ run, and the model it started from."""
     out = tmp_path_factory.mktemp("vq") / "run"
     torch.manual_seed(0)
-    init = JanusVQVAE(vq_trainer.world_vq_config(64))
-    vq_trainer.init_codebook(init, scenes=4, seed=0)
+    init = JanusVQVAE(world_model.world_vq_config(64))
+    world_model.init_codebook(init, scenes=4, seed=0)
     model = vq_trainer.train_vq(TrainVQConfig(out=out, **VQ_ARGS), echo=quiet)
     return out, init, model
 
@@ -189,15 +196,17 @@ def vq_checkpoint(vq_run):
 @pytest.fixture(scope="module")
 def base_run(vq_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("base") / "run"
-    policy = sft.train_policy(TrainPolicyConfig(stage="base", init=vq_checkpoint, out=out, **POLICY_ARGS), echo=quiet)
+    policy = train_world_policy(
+        TrainPolicyConfig(stage="base", init=vq_checkpoint, out=out, **policy_args("base")), echo=quiet
+    )
     return out, policy
 
 
 @pytest.fixture(scope="module")
 def sft_run(base_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("sft") / "run"
-    config = TrainPolicyConfig(stage="sft", init=base_run[0] / "checkpoint", out=out, **POLICY_ARGS)
-    return out, sft.train_policy(config, echo=quiet)
+    config = TrainPolicyConfig(stage="sft", init=base_run[0] / "checkpoint", out=out, **policy_args("sft"))
+    return out, train_world_policy(config, echo=quiet)
 
 
 @pytest.mark.parametrize("stage", ["base", "sft"])
@@ -257,11 +266,11 @@ def test_train_policy_resumes_exactly(stage, base_run, sft_run, vq_checkpoint, t
     out = tmp_path / "run"
     interrupted_at(monkeypatch, sft, "make_batch", stop=2)
     with pytest.raises(KeyboardInterrupt):
-        sft.train_policy(TrainPolicyConfig(stage=stage, init=init, out=out, **POLICY_ARGS), echo=quiet)
+        train_world_policy(TrainPolicyConfig(stage=stage, init=init, out=out, **policy_args(stage)), echo=quiet)
     assert read_meta(out / "checkpoint")["step"] == 2
     monkeypatch.undo()
-    config = TrainPolicyConfig(stage=stage, init=init, out=out, resume=True, **POLICY_ARGS)
-    resumed = sft.train_policy(config, echo=quiet)
+    config = TrainPolicyConfig(stage=stage, init=init, out=out, resume=True, **policy_args(stage))
+    resumed = train_world_policy(config, echo=quiet)
     same_parameters(resumed.model, uninterrupted.model)
     assert log_steps(out) == [0, 3]
 
@@ -270,11 +279,13 @@ def test_train_policy_interrupted_after_an_update_does_not_repeat_it(base_run, v
     out = tmp_path / "run"
     interrupted_after_step_0(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        sft.train_policy(TrainPolicyConfig(stage="base", init=vq_checkpoint, out=out, **POLICY_ARGS), echo=quiet)
+        train_world_policy(
+            TrainPolicyConfig(stage="base", init=vq_checkpoint, out=out, **policy_args("base")), echo=quiet
+        )
     assert read_meta(out / "checkpoint")["step"] == 1
     monkeypatch.undo()
-    config = TrainPolicyConfig(stage="base", init=vq_checkpoint, out=out, resume=True, **POLICY_ARGS)
-    same_parameters(sft.train_policy(config, echo=quiet).model, base_run[1].model)
+    config = TrainPolicyConfig(stage="base", init=vq_checkpoint, out=out, resume=True, **policy_args("base"))
+    same_parameters(train_world_policy(config, echo=quiet).model, base_run[1].model)
 
 
 def test_resume_completes_a_save_stopped_between_its_renames(base_run, tmp_path):
@@ -346,15 +357,15 @@ def policy():
 
 def batch_for(policy, tmp_path, drop_rate: float, stage: str = "sft", batch_size: int = 16):
     config = TrainPolicyConfig(stage=stage, init=tmp_path, batch_size=batch_size, drop_rate=drop_rate, seed=3)
-    return sft.make_batch(policy, load_split("train"), config, step=5)
+    return sft.make_batch(policy, WorldExamples("train", config.error_rate), config, step=5)
 
 
 def test_dropped_rows_are_pads_exactly_as_the_engine_builds_them(policy, tmp_path):
     kept, dropped = batch_for(policy, tmp_path, 0.0), batch_for(policy, tmp_path, 1.0)
-    ids = policy.ids
+    ids = policy.special
     assert torch.equal(kept.image_ids, dropped.image_ids)  # same examples: only the text is dropped
     assert not dropped.text_rows.count(True) and kept.text_rows.count(True) > 0  # sft: most rows think
-    special = SpecialIds(pad=ids.pad, bos=ids.bos, boi=ids.boi)
+    special = SpecialIds(pad=ids.pad, bos=ids.bos, boi=ids.boi)  # the engine's view, without positions
     for context, plan, used in zip(kept.contexts, kept.plans, kept.text_rows, strict=True):
         assert ids.pad not in context + plan and used == bool(plan)
     for i, (context, plan) in enumerate(zip(dropped.contexts, dropped.plans, strict=True)):
@@ -368,7 +379,7 @@ def test_dropped_rows_are_pads_exactly_as_the_engine_builds_them(policy, tmp_pat
 def test_batch_shares(policy, tmp_path):
     base = batch_for(policy, tmp_path, 0.1, stage="base", batch_size=64)
     assert base.plans == [[]] * 64 and not any(base.text_rows)  # base never thinks
-    assert all(c[-1] != policy.ids.think for c in base.contexts)
-    dropped = sum(set(c[1:]) == {policy.ids.pad} for c in base.contexts)
+    assert all(c[-1] != policy.format.think for c in base.contexts)
+    dropped = sum(set(c[1:]) == {policy.special.pad} for c in base.contexts)
     assert 1 <= dropped <= 15  # about 10% of 64
     assert base.image_ids.shape == (64, 64)

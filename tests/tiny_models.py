@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from transformers import JanusVQVAE, JanusVQVAEConfig
 
-from thinkdraw.policy.model import Policy, new_world_policy
-from thinkdraw.policy.vq import init_codebook, world_vq_config
+from thinkdraw.policy.model import Policy
+from thinkdraw.world.model import init_codebook, new_world_policy, world_vq_config
 
 TINY_CODEBOOK = 64
 

@@ -1,18 +1,73 @@
 """Config dataclasses of the commands that load models (one per command; the CLI is built from them).
 
+A field's metadata carries its help text (and, optionally, a short flag or that it is positional); a
+field whose type is itself a config dataclass (SamplingSettings) has its fields offered as options of
+their own, so each knob is defined once. __post_init__ validates, and an option that the chosen mode
+ignores (set to anything but its default) is an error, not silence.
+
 They import nothing heavy, so `thinkdraw --help` and the world and eval commands start fast;
 the code that runs them (trainers, policy) imports torch and transformers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from thinkdraw.cli.config import option
+from thinkdraw.engine.settings import SamplingSettings
 from thinkdraw.errors import ThinkdrawError
+from thinkdraw.runtime import DEVICES, DTYPES
 
 STAGES = ("base", "sft")
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", short: str | None = None, argument: bool = False):
+    """A config field with CLI help. `argument=True` makes it positional."""
+    meta = {"help": help, "short": short, "argument": argument}
+    if isinstance(default, list | dict):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def nested(cls: type, help: str = ""):
+    """A field holding a config dataclass whose fields become options of the command."""
+    return dataclasses.field(default_factory=cls, metadata={"help": help, "nested": True})
+
+
+def flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+def changed(config, name: str) -> bool:
+    """Whether a field holds something other than its default."""
+    f = next(f for f in dataclasses.fields(config) if f.name == name)
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    return getattr(config, name) != default
+
+
+def reject_ignored(config, names: tuple[str, ...], why: str) -> None:
+    """ThinkdrawError when any of these options was set although `why` says it is not used."""
+    given = [flag(n) for n in names if changed(config, n)]
+    if given:
+        raise ThinkdrawError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} not used {why}")
+
+
+def check_runtime(device: str, threads: int) -> None:
+    if device.split(":")[0] not in DEVICES:
+        raise ThinkdrawError(f"--device {device!r}: choose auto, cpu, cuda or cuda:N")
+    if threads < 0:
+        raise ThinkdrawError("--threads must be >= 0 (0: torch's default)")
+
+
+def check_steps(config) -> None:
+    """The step loop's options: accumulation divides the batch, clip and runtime are valid."""
+    if config.accumulation < 1 or config.batch_size % config.accumulation:
+        raise ThinkdrawError(f"--accumulation {config.accumulation} must divide --batch-size {config.batch_size}")
+    if config.clip < 0:
+        raise ThinkdrawError("--clip must be >= 0 (0: no clip)")
+    check_runtime(config.device, config.threads)
 
 
 def check_resume(resume: bool, out: Path) -> None:
@@ -41,13 +96,17 @@ class TrainVQConfig:
     bf16: bool = option(True, "decode under bfloat16 autocast while training (tokens stay float32)")
     save_every: int = option(500, "checkpoint every this many steps")
     max_minutes: float = option(0.0, "stop (and save) after this many minutes; 0: no limit")
-    threads: int = option(2, "CPU threads for torch")
+    accumulation: int = option(1, "split each step's batch into this many micro-batches (less memory)")
+    clip: float = option(1.0, "clip the gradient norm to this (0: no clip)")
+    device: str = option("auto", "auto (a GPU when there is one), cpu, cuda or cuda:N")
+    threads: int = option(2, "CPU threads for torch (0: torch's default)")
     seed: int = option(0, "random seed (data and initialisation)")
     resume: bool = option(False, "continue from OUT/checkpoint")
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
             raise ThinkdrawError("--steps and --batch-size must be at least 1")
+        check_steps(self)
         if self.grid not in (8, 16):
             raise ThinkdrawError(f"--grid {self.grid}: choose 8 or 16")
         if not 1 <= self.max_objects <= 12:
@@ -76,7 +135,10 @@ class TrainPolicyConfig:
     layers: int = option(6, "base: LM layers")
     save_every: int = option(500, "checkpoint every this many steps")
     max_minutes: float = option(0.0, "stop (and save) after this many minutes; 0: no limit")
-    threads: int = option(2, "CPU threads for torch")
+    accumulation: int = option(1, "split each step's batch into this many micro-batches (same update, less memory)")
+    clip: float = option(1.0, "clip the gradient norm to this (0: no clip)")
+    device: str = option("auto", "auto (a GPU when there is one), cpu, cuda or cuda:N")
+    threads: int = option(2, "CPU threads for torch (0: torch's default)")
     seed: int = option(0, "random seed")
     resume: bool = option(False, "continue from OUT/checkpoint")
 
@@ -85,9 +147,16 @@ class TrainPolicyConfig:
             raise ThinkdrawError(f"unknown stage {self.stage!r}; choose base or sft")
         if not self.init.is_dir():
             raise ThinkdrawError(f"{self.init}: no such checkpoint folder")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ThinkdrawError("--steps and --batch-size must be at least 1")
         for name in ("drop_rate", "think_rate", "error_rate"):
             if not 0 <= getattr(self, name) <= 1:
-                raise ThinkdrawError(f"--{name.replace('_', '-')} must be between 0 and 1")
+                raise ThinkdrawError(f"{flag(name)} must be between 0 and 1")
+        if self.stage == "base":
+            reject_ignored(self, ("think_rate", "error_rate", "text_weight"), "by stage base (it writes no plans)")
+        else:
+            reject_ignored(self, ("hidden", "layers"), "by stage sft (the model's size is its init's)")
+        check_steps(self)
         check_resume(self.resume, self.out)
 
 
@@ -119,31 +188,35 @@ class GenerateConfig:
     n: int = option(4, "with a prompt: how many images", short="-n")
     images_per_prompt: int = option(4, "with --metadata: images per prompt")
     think: bool = option(True, "write a plan before drawing")
+    plan: str | None = option(None, "with a prompt: draw after this plan instead of writing one (edit, redraw)")
+    given_plans: bool = option(False, "with --metadata: draw each record after its 'plan' field")
     model: str = option("sft", "shipped world model (sft, base), a local checkpoint folder, or a hub id")
-    cfg_scale: float = option(5.0, "classifier-free guidance scale (1 = off)")
-    temperature: float = option(1.0, "image-token temperature")
-    top_k: int = option(0, "image-token top-k (0 = off)")
-    text_temperature: float = option(1.0, "plan-token temperature (0 = greedy)")
+    sampling: SamplingSettings = nested(SamplingSettings)
     seed: int = option(0, "random seed")
     batch_size: int = option(16, "rows sampled together")
-    threads: int = option(2, "CPU threads for torch")
+    device: str = option("auto", "auto (a GPU when there is one), cpu, cuda or cuda:N")
+    dtype: str = option("auto", f"model dtype: {', '.join(DTYPES)} (auto: bfloat16 on a GPU, float32 on the CPU)")
+    threads: int = option(2, "CPU threads for torch (0: torch's default)")
 
     def __post_init__(self):
         if (self.prompt is None) == (self.metadata is None):
             raise ThinkdrawError("give either a prompt or --metadata FILE (not both)")
-        if self.metadata is not None and self.outdir is None:
-            raise ThinkdrawError("--metadata needs --outdir")
-        if self.cfg_scale < 1 or min(self.temperature, self.text_temperature, self.top_k) < 0:
-            raise ThinkdrawError("--cfg-scale must be >= 1, --temperature and --text-temperature >= 0, --top-k >= 0")
+        if self.metadata is not None:
+            if self.outdir is None:
+                raise ThinkdrawError("--metadata needs --outdir")
+            reject_ignored(self, ("output", "n", "plan"), "with --metadata (use --outdir, --images-per-prompt)")
+        else:
+            reject_ignored(self, ("outdir", "images_per_prompt", "given_plans"), "with a single prompt")
         if min(self.n, self.images_per_prompt, self.batch_size) < 1:
             raise ThinkdrawError("-n, --images-per-prompt and --batch-size must be at least 1")
-
-    def settings(self):
-        from thinkdraw.engine.sampling import SamplingSettings
-
-        return SamplingSettings(
-            cfg_scale=self.cfg_scale,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            text_temperature=self.text_temperature,
-        )
+        if self.plan is not None and not self.plan.strip():
+            raise ThinkdrawError("--plan is empty")
+        text = ("text_temperature", "text_top_k", "max_think_tokens")
+        if not self.think:
+            reject_ignored(self, ("plan", "given_plans"), "with --no-think (nothing is planned)")
+            reject_ignored(self.sampling, text, "with --no-think (no plan is written)")
+        elif self.plan is not None or self.given_plans:
+            reject_ignored(self.sampling, text, "when the plan is given (no plan is written)")
+        if self.dtype not in DTYPES:
+            raise ThinkdrawError(f"--dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
+        check_runtime(self.device, self.threads)

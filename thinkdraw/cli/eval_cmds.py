@@ -22,11 +22,9 @@ from thinkdraw.evaluator.geneval import (
     summarize,
     write_results,
 )
-from thinkdraw.world.detector import WorldDetector
+from thinkdraw.world.registry import DETECTORS
 
 app = typer.Typer(help="Evaluate generated images.", no_args_is_help=True)
-
-DETECTORS = {"world": WorldDetector}
 
 
 @dataclass

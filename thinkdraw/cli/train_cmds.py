@@ -12,16 +12,16 @@ app = typer.Typer(help="Train the world model's parts.", no_args_is_help=True)
 
 def vq(config: TrainVQConfig) -> None:
     from thinkdraw.trainers.common import format_metrics
-    from thinkdraw.trainers.vq import roundtrip_accuracy, train_vq
+    from thinkdraw.world.train_vq import roundtrip_accuracy, train_vq
 
     model = train_vq(config, echo=typer.echo)
     typer.echo("round trip: " + format_metrics(roundtrip_accuracy(model)))
 
 
 def policy(config: TrainPolicyConfig) -> None:
-    from thinkdraw.trainers.sft import train_policy
+    from thinkdraw.world.data import train_world_policy
 
-    train_policy(config, echo=typer.echo)
+    train_world_policy(config, echo=typer.echo)
 
 
 def export(config: ExportConfig) -> None:

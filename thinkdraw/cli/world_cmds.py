@@ -13,11 +13,13 @@ from thinkdraw.cli.config import add_command, option
 from thinkdraw.cli.progress import progress_bar
 from thinkdraw.errors import ThinkdrawError
 from thinkdraw.evaluator.geneval import write_prompt_folder
-from thinkdraw.plan import Plan, draw_plan
+from thinkdraw.plan import draw_plan
 from thinkdraw.viz import caption_grid
 from thinkdraw.world.layout import random_layout, scatter, solve_layout
+from thinkdraw.world.plans import plan_of_scene
 from thinkdraw.world.prompts import TASKS
 from thinkdraw.world.render import render_image
+from thinkdraw.world.spec import COLORS
 from thinkdraw.world.splits import SPLIT_NAMES, load_split, write_splits
 
 app = typer.Typer(help="The shapes world: prompts, scenes, splits.", no_args_is_help=True)
@@ -76,7 +78,7 @@ def sample(config: WorldSampleConfig) -> None:
         objects = solve_layout(record, rng)
         image = render_image(objects)
         if config.plans:
-            plan_image = draw_plan(Plan.from_scene(objects), size=image.height * 4)
+            plan_image = draw_plan(plan_of_scene(objects), size=image.height * 4, palette=COLORS)
             side = Image.new("RGB", (image.width * 8 + 4, image.height * 4), "white")
             side.paste(image.resize((image.width * 4, image.height * 4), Image.Resampling.NEAREST), (0, 0))
             side.paste(plan_image, (image.width * 4 + 4, 0))
@@ -139,7 +141,7 @@ class WorldVocabConfig:
 
 
 def vocab(config: WorldVocabConfig) -> None:
-    from thinkdraw.policy.text import world_words
+    from thinkdraw.world.model import world_words
 
     words = [w for w in world_words() if not w.isdigit()]
     typer.echo(" ".join(words))

@@ -38,13 +38,13 @@ full sequences (left-padded, no internal pads: the masked columns the sampler ha
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from transformers import DynamicCache, JanusForConditionalGeneration
 
-from thinkdraw.errors import ThinkdrawError
+from thinkdraw.engine.settings import SamplingSettings
 
 
 @dataclass(frozen=True)
@@ -55,26 +55,6 @@ class SpecialIds:
     bos: int
     boi: int  # begin-of-image
     image_positions: range | None = None  # ids of the position tokens, one per image token (None: Janus-Pro)
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """How tokens are drawn. Image and text tokens have their own temperature and top-k."""
-
-    cfg_scale: float = field(default=5.0, metadata={"help": "classifier-free guidance on image tokens; 1 = none"})
-    temperature: float = field(default=1.0, metadata={"help": "image-token temperature; 0 = greedy"})
-    top_k: int = field(default=0, metadata={"help": "image-token top-k; 0 = off"})
-    text_temperature: float = field(default=1.0, metadata={"help": "plan-token temperature; 0 = greedy"})
-    text_top_k: int = field(default=0, metadata={"help": "plan-token top-k; 0 = off"})
-    max_think_tokens: int = field(default=128, metadata={"help": "plan length at which [boi] is forced"})
-
-    def __post_init__(self):
-        for name in ("temperature", "text_temperature"):
-            if getattr(self, name) < 0:
-                raise ThinkdrawError(f"{name} is {getattr(self, name)}: use 0 for greedy or a positive value")
-        for name in ("top_k", "text_top_k", "max_think_tokens"):
-            if getattr(self, name) < 0:
-                raise ThinkdrawError(f"{name} is {getattr(self, name)}: it must be >= 0 (top-k 0 = off)")
 
 
 @dataclass

@@ -18,8 +18,9 @@ from PIL import Image, UnidentifiedImageError
 
 from thinkdraw.errors import EvalFolderError, ImageError, MetadataError
 from thinkdraw.evaluator.detection import Detector
+from thinkdraw.evaluator.plans import check_plan
 from thinkdraw.evaluator.rules import judge_image, validate_metadata
-from thinkdraw.plan import PlanError, check_plan, parse_plan
+from thinkdraw.plan import PlanError, parse_plan
 
 GENEVAL_TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 
@@ -179,3 +180,20 @@ def score_plans(prompts: list[PromptFolder]) -> dict[str, PlanScore]:
             row[1] += check.semantic
             row[2] += check.semantic and check.spatial is not False
     return {tag: PlanScore(*row) for tag, row in counts.items()}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Metadata records from a JSONL file; a clear MetadataError names the bad line."""
+    if not path.is_file():
+        raise MetadataError(f"{path}: no such file")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(validate_metadata(json.loads(line)))
+        except json.JSONDecodeError as err:
+            raise MetadataError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+        except MetadataError as err:
+            raise MetadataError(f"{path}:{number}: {err}") from None
+    return records

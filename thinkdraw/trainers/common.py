@@ -18,13 +18,13 @@ def cosine_lr(step: int, steps: int, warmup: int, peak: float, floor: float = 0.
     return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def accelerated(model, optimizer):
-    """Hand a model and its optimizer to accelerate: the device (a GPU when there is one, else the CPU) and
-    the backward / gradient clipping that go with it. One process; the loops call accelerator.backward and
+def accelerated(model, optimizer, runtime):
+    """Hand a model and its optimizer to accelerate on the runtime's device (`thinkdraw.runtime`), with the
+    backward / gradient clipping that go with it. One process; the loops call accelerator.backward and
     accelerator.clip_grad_norm_ instead of torch's."""
     from accelerate import Accelerator
 
-    accelerator = Accelerator()
+    accelerator = Accelerator(cpu=runtime.device == "cpu")
     model, optimizer = accelerator.prepare(model, optimizer)
     return accelerator, model, optimizer
 
@@ -65,10 +65,14 @@ class RunLog:
 
 
 def run_steps(start: int, config, optimizer, accelerator, params, loss_fn, save, log: RunLog, log_every: int) -> None:
-    """The loop of every trainer, steps start .. config.steps - 1: lr (cosine_lr) -> loss_fn(step) -> (loss,
-    metrics) -> backward -> clip to 1 -> optimizer step -> log every `log_every` steps -> save(updates taken)
-    every config.save_every updates and at the end. It stops at the run's time budget; Ctrl-C saves the
-    updates taken so far and re-raises, so a resumed run neither repeats nor skips one."""
+    """The loop of every trainer, steps start .. config.steps - 1: lr (cosine_lr) -> for each of the
+    config.accumulation micro-batches: loss_fn(step, micro) -> (loss, metrics) -> backward -> clip the summed
+    gradient to config.clip (0: no clip) -> optimizer step -> log every `log_every` steps -> save(updates taken)
+    every config.save_every updates and at the end. A micro-batch's loss is its share of the step's loss, so
+    the accumulated gradient is the whole batch's; metrics are summed over micro-batches likewise.
+
+    It stops at the run's time budget; Ctrl-C saves the updates taken so far and re-raises, so a resumed run
+    neither repeats nor skips one."""
     done = start  # optimizer updates taken: what a checkpoint saved now holds
     try:
         for step in range(start, config.steps):
@@ -78,10 +82,15 @@ def run_steps(start: int, config, optimizer, accelerator, params, loss_fn, save,
             lr = cosine_lr(step, config.steps, config.warmup, config.lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss, metrics = loss_fn(step)
             optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            metrics["grad_norm"] = accelerator.clip_grad_norm_(params, 1.0).item()
+            metrics: dict[str, float] = {}
+            for micro in range(config.accumulation):
+                loss, parts = loss_fn(step, micro)
+                accelerator.backward(loss)
+                for key, value in parts.items():
+                    metrics[key] = metrics.get(key, 0.0) + value
+            norm = accelerator.clip_grad_norm_(params, config.clip if config.clip > 0 else float("inf"))
+            metrics["grad_norm"] = norm.item()
             optimizer.step()
             done = step + 1
             if step % log_every == 0 or step == config.steps - 1:

@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 
 from thinkdraw.errors import MetadataError
+from thinkdraw.evaluator.geneval import read_jsonl
 from thinkdraw.world.prompts import TASKS, all_prompts, generate
 
 VERSION = "world-v1"
@@ -107,22 +108,3 @@ def load_split(name: str) -> list[dict]:
     if name not in SPLIT_NAMES:
         raise MetadataError(f"unknown split {name!r}; choose one of {', '.join(SPLIT_NAMES)}")
     return read_jsonl(shipped_dir() / f"{name}.jsonl")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Metadata records from a JSONL file; a clear MetadataError names the bad line."""
-    from thinkdraw.evaluator.rules import validate_metadata
-
-    if not path.is_file():
-        raise MetadataError(f"{path}: no such file")
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(validate_metadata(json.loads(line)))
-        except json.JSONDecodeError as err:
-            raise MetadataError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-        except MetadataError as err:
-            raise MetadataError(f"{path}:{number}: {err}") from None
-    return records

@@ -23,10 +23,13 @@ from transformers import JanusVQVAE
 
 from thinkdraw.checkpoint import load_model, load_trainer_state, read_meta, save_checkpoint
 from thinkdraw.configs import TrainVQConfig
-from thinkdraw.policy.vq import decode_tokens, encode_images, encode_pixels, init_codebook, to_pixels, world_vq_config
+from thinkdraw.policy.vq import decode_tokens, encode_images, encode_pixels, to_pixels
+from thinkdraw.runtime import Runtime
 from thinkdraw.trainers.common import RunLog, accelerated, run_meta, run_steps
+from thinkdraw.trainers.losses import micro_batches
 from thinkdraw.world.detector import WorldDetector
 from thinkdraw.world.layout import random_layout
+from thinkdraw.world.model import init_codebook, world_vq_config
 from thinkdraw.world.render import render, render_image
 from thinkdraw.world.spec import BACKGROUND
 
@@ -59,7 +62,7 @@ def decoder_parameters(vq: JanusVQVAE) -> list[torch.nn.Parameter]:
 
 
 def train_vq(config: TrainVQConfig, echo=print) -> JanusVQVAE:
-    torch.set_num_threads(config.threads)
+    runtime = Runtime.create(config.device, "float32", config.threads)
     torch.manual_seed(config.seed)
     checkpoint = config.out / "checkpoint"
     if config.resume:
@@ -74,18 +77,20 @@ def train_vq(config: TrainVQConfig, echo=print) -> JanusVQVAE:
     optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.99))
     if config.resume:
         load_trainer_state(checkpoint, optimizer)
-    accelerator, vq, optimizer = accelerated(vq, optimizer)
+    accelerator, vq, optimizer = accelerated(vq, optimizer, runtime)
     log = RunLog(config.out, echo, config.max_minutes)
 
     def save(step: int) -> None:
         save_checkpoint(checkpoint, vq, run_meta("vq", step, config), optimizer)
 
-    def loss_fn(step: int) -> tuple[torch.Tensor, dict]:
+    def loss_fn(step: int, micro: int) -> tuple[torch.Tensor, dict]:
+        """The mean of the micro-batches' losses (each normalised by its own pixel weights)."""
         pixels = scene_batch(config.seed, step, config.batch_size, config.max_objects).to(accelerator.device)
+        pixels = pixels[micro_batches(config.batch_size, config.accumulation)[micro]]
         tokens = encode_pixels(vq, pixels)
         with torch.autocast(pixels.device.type, dtype=torch.bfloat16, enabled=config.bf16):
             reconstruction = vq.decode(tokens).float()
-        loss = reconstruction_loss(reconstruction, pixels, config.object_weight)
+        loss = reconstruction_loss(reconstruction, pixels, config.object_weight) / config.accumulation
         return loss, {"loss": loss.item()}
 
     run_steps(start, config, optimizer, accelerator, params, loss_fn, save, log, log_every=50)

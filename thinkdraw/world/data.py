@@ -12,10 +12,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 
-from thinkdraw.plan import Plan, check_plan
+from thinkdraw.evaluator.plans import check_plan
+from thinkdraw.trainers.sft import Example
 from thinkdraw.world.layout import place, scatter, solve_layout
-from thinkdraw.world.render import WorldObject
+from thinkdraw.world.plans import plan_of_scene
+from thinkdraw.world.render import WorldObject, render_image
 from thinkdraw.world.spec import COLORS, SHAPES
+from thinkdraw.world.splits import load_split
 
 ERRORS = ("color", "shape", "missing", "extra", "misplaced")
 
@@ -52,7 +55,7 @@ def with_error(objects: list[WorldObject], kind: str, rng: random.Random) -> lis
 
 def is_right(objects: list[WorldObject], record: dict) -> bool:
     """Whether a plan of these objects passes check_plan against the prompt."""
-    check = check_plan(Plan.from_scene(objects), record)
+    check = check_plan(plan_of_scene(objects), record)
     return check.semantic and check.spatial is not False
 
 
@@ -68,4 +71,34 @@ def world_example(record: dict, rng: random.Random, error_rate: float = 0.15) ->
             if wrong is not None and not is_right(wrong, record):
                 objects, error = wrong, kind
                 break
-    return WorldExample(record["prompt"], Plan.from_scene(objects).text(), tuple(objects), error)
+    return WorldExample(record["prompt"], plan_of_scene(objects).text(), tuple(objects), error)
+
+
+class WorldExamples:
+    """The SFT trainer's example source (`thinkdraw.trainers.sft.ExampleSource`): a split's prompts, each
+    with a fresh scene its rules accept, its plan, and the rendered image."""
+
+    name = "world"
+
+    def __init__(self, split: str = "train", error_rate: float = 0.15):
+        self.records = load_split(split)
+        self.error_rate = error_rate
+
+    def example(self, rng: random.Random, with_errors: bool) -> Example:
+        made = world_example(rng.choice(self.records), rng, self.error_rate if with_errors else 0.0)
+        return Example(made.prompt, made.plan, render_image(made.objects))
+
+
+def train_world_policy(config, echo=print):
+    """`thinkdraw train policy`: the world policy on the train split's examples; stage base starts a new
+    world model around the VQ checkpoint config.init (unless resuming)."""
+    from transformers import JanusVQVAE
+
+    from thinkdraw.checkpoint import load_model
+    from thinkdraw.trainers.sft import train_policy
+    from thinkdraw.world.model import new_world_policy
+
+    start = None
+    if config.stage == "base" and not config.resume:
+        start = new_world_policy(load_model(JanusVQVAE, config.init), config.hidden, config.layers, config.seed)
+    return train_policy(config, WorldExamples("train", config.error_rate), start, echo=echo)

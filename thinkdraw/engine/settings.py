@@ -1,0 +1,30 @@
+"""Sampling settings: every knob of how tokens are drawn, defined once (the CLI builds its options from these
+fields). Imports nothing heavy, so the CLI starts fast."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from thinkdraw.errors import ThinkdrawError
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How tokens are drawn. Image and text tokens have their own temperature and top-k."""
+
+    cfg_scale: float = field(default=5.0, metadata={"help": "classifier-free guidance on image tokens; 1 = none"})
+    temperature: float = field(default=1.0, metadata={"help": "image-token temperature; 0 = greedy"})
+    top_k: int = field(default=0, metadata={"help": "image-token top-k; 0 = off"})
+    text_temperature: float = field(default=1.0, metadata={"help": "plan-token temperature; 0 = greedy"})
+    text_top_k: int = field(default=0, metadata={"help": "plan-token top-k; 0 = off"})
+    max_think_tokens: int = field(default=128, metadata={"help": "plan length at which [boi] is forced"})
+
+    def __post_init__(self):
+        if self.cfg_scale < 1:
+            raise ThinkdrawError(f"cfg_scale is {self.cfg_scale}: it must be >= 1 (1 = no guidance)")
+        for name in ("temperature", "text_temperature"):
+            if getattr(self, name) < 0:
+                raise ThinkdrawError(f"{name} is {getattr(self, name)}: use 0 for greedy or a positive value")
+        for name in ("top_k", "text_top_k", "max_think_tokens"):
+            if getattr(self, name) < 0:
+                raise ThinkdrawError(f"{name} is {getattr(self, name)}: it must be >= 0 (top-k 0 = off)")
