@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "engine": {"errors"},
     "checkpoint": {"errors"},
     "runtime": {"errors"},
-    "configs": {"errors", "engine", "runtime", "checkpoint"},
+    "configs": {"errors", "plan", "engine", "runtime", "checkpoint"},
     "policy": {"errors", "plan", "engine", "checkpoint", "runtime"},
     "trainers": {"errors", "plan", "engine", "checkpoint", "runtime", "policy", "configs"},
     "world": GENERIC,  # the environment plugs into every generic part

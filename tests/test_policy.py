@@ -54,7 +54,7 @@ def policy() -> Policy:
         ids = torch.tensor([policy.encode(r["prompt"], think=True) for r in load_split("test")[:6]])  # [6, T]
         hidden = lm(input_ids=ids).last_hidden_state.reshape(-1, lm.config.hidden_size)  # [6 * T, H]
         direction = hidden.mean(0)
-        model.lm_head.weight[policy.special.boi] = 0.8 * direction / direction.norm()  # tied: the boi embedding too
+        model.lm_head.weight[policy.special.boi] = 1.6 * direction / direction.norm()  # tied: the boi embedding too
         model.model.generation_head.vision_head.weight.mul_(30.0)
     return policy
 

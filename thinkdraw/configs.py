@@ -18,6 +18,7 @@ from typing import Any
 
 from thinkdraw.engine.settings import SamplingSettings
 from thinkdraw.errors import ThinkdrawError
+from thinkdraw.plan import REASONING
 from thinkdraw.runtime import DEVICES, DTYPES
 
 STAGES = ("base", "sft")
@@ -130,7 +131,9 @@ class TrainPolicyConfig:
     drop_rate: float = option(0.1, "share of rows whose prompt and plan are dropped (CFG's unconditional branch)")
     think_rate: float = option(0.8, "sft: share of rows with a plan (the rest draw directly)")
     error_rate: float = option(0.15, "sft: share of plans that carry one mistake (the image follows the plan)")
+    rationale_rate: float = option(0.3, "sft: share of thinking rows that write a rationale instead of a plan")
     bf16: bool = option(True, "forward under bfloat16 autocast (weights, optimizer and loss stay float32)")
+    layout: bool = option(True, "plan-guided positions: image patches are told the planned box they lie in")
     hidden: int = option(192, "base: LM width")
     layers: int = option(6, "base: LM layers")
     save_every: int = option(500, "checkpoint every this many steps")
@@ -149,11 +152,15 @@ class TrainPolicyConfig:
             raise ThinkdrawError(f"{self.init}: no such checkpoint folder")
         if self.steps < 1 or self.batch_size < 1:
             raise ThinkdrawError("--steps and --batch-size must be at least 1")
-        for name in ("drop_rate", "think_rate", "error_rate"):
+        for name in ("drop_rate", "think_rate", "error_rate", "rationale_rate"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ThinkdrawError(f"{flag(name)} must be between 0 and 1")
         if self.stage == "base":
-            reject_ignored(self, ("think_rate", "error_rate", "text_weight"), "by stage base (it writes no plans)")
+            reject_ignored(
+                self,
+                ("think_rate", "error_rate", "rationale_rate", "text_weight"),
+                "by stage base (it writes no plans)",
+            )
         else:
             reject_ignored(self, ("hidden", "layers"), "by stage sft (the model's size is its init's)")
         check_steps(self)
@@ -187,7 +194,10 @@ class GenerateConfig:
     output: Path = option(Path("out.png"), "with a prompt: the picture to write", short="-o")
     n: int = option(4, "with a prompt: how many images", short="-n")
     images_per_prompt: int = option(4, "with --metadata: images per prompt")
-    think: bool = option(True, "write a plan before drawing")
+    think: bool = option(True, "write a plan (or a rationale) before drawing")
+    reasoning: str = option(
+        "plan", "what thinking writes: plan (objects with boxes, GoT-R1) or rationale (ReasonGen-R1)"
+    )
     plan: str | None = option(None, "with a prompt: draw after this plan instead of writing one (edit, redraw)")
     given_plans: bool = option(False, "with --metadata: draw each record after its 'plan' field")
     model: str = option("sft", "shipped world model (sft, base), a local checkpoint folder, or a hub id")
@@ -212,11 +222,14 @@ class GenerateConfig:
         if self.plan is not None and not self.plan.strip():
             raise ThinkdrawError("--plan is empty")
         text = ("text_temperature", "text_top_k", "max_think_tokens")
+        if self.reasoning not in REASONING:
+            raise ThinkdrawError(f"--reasoning {self.reasoning!r}: choose one of {', '.join(REASONING)}")
         if not self.think:
-            reject_ignored(self, ("plan", "given_plans"), "with --no-think (nothing is planned)")
+            reject_ignored(self, ("plan", "given_plans", "reasoning"), "with --no-think (nothing is planned)")
             reject_ignored(self.sampling, text, "with --no-think (no plan is written)")
         elif self.plan is not None or self.given_plans:
             reject_ignored(self.sampling, text, "when the plan is given (no plan is written)")
+            reject_ignored(self, ("reasoning",), "when the plan is given (a given plan is a plan)")
         if self.dtype not in DTYPES:
             raise ThinkdrawError(f"--dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
         check_runtime(self.device, self.threads)

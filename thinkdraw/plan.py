@@ -20,6 +20,7 @@ from PIL import Image, ImageColor, ImageDraw, ImageFont
 from thinkdraw.errors import ThinkdrawError
 
 GRID = 1000  # GoT's box grid: 0..GRID on both axes
+REASONING = ("plan", "rationale")  # what a model may write before drawing: GoT-R1's plan, ReasonGen-R1's rationale
 SEPARATOR = "; "
 
 
@@ -92,6 +93,17 @@ def parse_plan(text: str) -> Plan:
 
 
 RGB = tuple[int, int, int]
+
+
+def readable_entries(text: str) -> list[PlanObject]:
+    """The entries of plan text that parse, the others skipped (for guidance from a plan still being judged)."""
+    objects = []
+    for entry in text.split(";"):
+        try:
+            objects += parse_plan(entry).objects
+        except PlanError:
+            continue
+    return objects
 
 
 def _ink(phrase: str, palette: dict[str, RGB]) -> RGB:

@@ -70,10 +70,16 @@ def generate(config: GenerateConfig) -> None:
         plans = [read_plan(config.plan, world).text()] if config.plan is not None else None
         policy = load_policy(path, runtime, world)
         candidates = policy.generate(
-            [config.prompt], think=config.think, n=config.n, seed=config.seed, settings=config.sampling, plans=plans
+            [config.prompt],
+            think=config.think,
+            n=config.n,
+            seed=config.seed,
+            settings=config.sampling,
+            plans=plans,
+            reasoning=config.reasoning,
         )
         for i, c in enumerate(candidates):
-            typer.echo(f"[{i}] plan: {c.plan}" if config.think else f"[{i}] (no plan)")
+            typer.echo(f"[{i}] {c.reasoning}: {c.plan}" if config.think else f"[{i}] (no plan)")
         captions = [c.plan or c.prompt for c in candidates]
         config.output.parent.mkdir(parents=True, exist_ok=True)
         palette = COLORS if world else None
@@ -96,6 +102,7 @@ def generate(config: GenerateConfig) -> None:
                 settings=config.sampling,
                 indices=chunk,
                 plans=[given[i] for i in chunk] if given is not None else None,
+                reasoning=config.reasoning,
             )
             for k, index in enumerate(chunk):
                 mine = candidates[k * config.images_per_prompt : (k + 1) * config.images_per_prompt]

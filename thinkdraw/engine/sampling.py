@@ -31,6 +31,12 @@ position tokens (SpecialIds.image_positions, the world model), the image token a
 embedding row of position k + 1 added, the place of the token it predicts (the first image token is
 predicted from boi, which needs none); the text head never offers position tokens.
 
+Plan-guided positions (`Layout`, a world model whose tokenizer has layout tokens). Each image position can
+also get rows of the text embedding that say which planned box it lies in, where in the box and how big the
+box is, and what the box's phrase names (built by the policy from the plan: `thinkdraw.policy.layout`). They
+are added like the position rows (to the token that predicts that position), on the conditional rows only:
+CFG's unconditional branch has no plan, so no layout.
+
 `teacher_forced_logprobs` recomputes the sampler's log-probs with one differentiable forward over the
 full sequences (left-padded, no internal pads: the masked columns the sampler had change nothing).
 """
@@ -55,6 +61,15 @@ class SpecialIds:
     bos: int
     boi: int  # begin-of-image
     image_positions: range | None = None  # ids of the position tokens, one per image token (None: Janus-Pro)
+    layout_tokens: range | None = None  # ids of the layout tokens (never written in text either)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Per row and image position, ids of embedding rows added to the input that predicts that position."""
+
+    ids: Tensor  # [B, N, M] long
+    mask: Tensor  # [B, N, M] float: 1 where ids[..] is a row to add
 
 
 @dataclass
@@ -154,11 +169,12 @@ def _guided_image_logits(model: JanusForConditionalGeneration, hidden: Tensor, B
 def _text_head(model: JanusForConditionalGeneration, hidden: Tensor, special: SpecialIds) -> Tensor:
     """Text logits [..., V_text]; position tokens get -inf (they are never written)."""
     logits = model.lm_head(hidden)
-    positions = special.image_positions
-    if positions is None:
+    ranges = [r for r in (special.image_positions, special.layout_tokens) if r is not None]
+    if not ranges:
         return logits
     never = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-    never[positions.start : positions.stop] = True
+    for r in ranges:
+        never[r.start : r.stop] = True
     return logits.masked_fill(never, float("-inf"))
 
 
@@ -177,6 +193,13 @@ def image_embeddings(model: JanusForConditionalGeneration, image_ids: Tensor, fi
     rows = special.image_positions[first + 1 : first + 1 + image_ids.shape[1]]
     index = torch.arange(rows.start, rows.stop, device=image_ids.device)
     return embeds + model.model.language_model.get_input_embeddings()(index)
+
+
+def layout_rows(model: JanusForConditionalGeneration, layout: Layout, first: int, n: int) -> Tensor:
+    """The summed layout rows [B, n, H] for image positions first .. first + n - 1."""
+    embed = model.model.language_model.get_input_embeddings()
+    ids, mask = layout.ids[:, first : first + n], layout.mask[:, first : first + n]  # [B, n, M]
+    return (embed(ids) * mask[..., None].to(embed.weight.dtype)).sum(2)
 
 
 def _text_logprobs(logits: Tensor, targets: list[int], settings: SamplingSettings) -> Tensor:
@@ -287,11 +310,13 @@ def generate(
     use_cache: bool = True,
     plan_ids: list[list[int]] | None = None,
     on_image_step: Callable[[int, Tensor], None] | None = None,
+    layout_of: Callable[[list[list[int]]], Layout | None] | None = None,
 ) -> Rollout:
     """Sample a plan (think=True, unless plan_ids gives it), then num_image_tokens image tokens after boi.
 
     use_cache=False recomputes the whole sequence at every step (slow; the reference for tests).
-    on_image_step(k, image_ids[:, :k]) is called after each image step k = 1..N."""
+    on_image_step(k, image_ids[:, :k]) is called after each image step k = 1..N.
+    layout_of(plans) gives the plan-guided positions of the plans once they are written (None: none)."""
     B = len(prompt_ids)
     if len(generators) != B or B == 0 or any(len(p) == 0 for p in prompt_ids):
         raise ValueError(f"need one generator per non-empty prompt, got {len(generators)} for {B} prompts")
@@ -335,6 +360,7 @@ def generate(
             _text_logprobs(_upcast(lg), t, settings) for lg, t in zip(text_logits, think_ids, strict=True)
         ]
 
+    layout = layout_of(think_ids) if layout_of is not None else None
     image_ids = torch.zeros(B, num_image_tokens, dtype=torch.long, device=ids.device)
     image_logprobs = torch.zeros(B, num_image_tokens, dtype=logp_dtype, device=ids.device)
     h = hidden[:, -1]  # [R, H]
@@ -347,23 +373,31 @@ def generate(
             on_image_step(k + 1, image_ids[:, : k + 1].clone())
         if k + 1 < num_image_tokens:
             e = image_embeddings(model, image_ids[:, k : k + 1], k, special)  # [B, 1, H]
-            h = stream.feed(e.repeat(R // B, 1, 1), torch.ones_like(mask[:, :1]))[:, -1]  # [R, H]
+            cond = e if layout is None else e + layout_rows(model, layout, k + 1, 1)
+            e = torch.cat([cond, e]) if guided else cond  # [R, 1, H]: no layout without the plan
+            h = stream.feed(e, torch.ones_like(mask[:, :1]))[:, -1]  # [R, H]
     return Rollout([list(p) for p in prompt_ids], think_ids, image_ids, think_logprobs, image_logprobs)
 
 
 # -- teacher forcing --------------------------------------------------------------------------------------------
 
 
-def _full_sequence_hidden(model, prompt_ids, think_ids, image_ids: Tensor, special: SpecialIds, branches) -> tuple:
+def _full_sequence_hidden(
+    model, prompt_ids, think_ids, image_ids: Tensor, special: SpecialIds, branches, layout: Layout | None = None
+) -> tuple:
     """One forward over the full sequences, one block of B rows per branch (False = conditional, True =
-    unconditional). Returns hidden [len(branches) * B, L + N - 1, H] and L, the text width (boi in column L-1)."""
+    unconditional; only conditional rows get the layout). Returns hidden [len(branches) * B, L + N - 1, H] and
+    L, the text width (boi in column L-1)."""
     B, N = image_ids.shape
     texts = [p + t + [special.boi] for p, t in zip(prompt_ids, think_ids, strict=True)]
     ids, mask = _left_pad(texts, special.pad, image_ids.device)  # [B, L]
     L = ids.shape[1]
     embed = model.model.language_model.get_input_embeddings()
     images = image_embeddings(model, image_ids[:, :-1], 0, special)  # [B, N-1, H]: the last predicts nothing
-    rows = [torch.cat([embed(_uncond_ids(ids, mask, special) if u else ids), images], 1) for u in branches]
+    guided = images if layout is None else images + layout_rows(model, layout, 1, N - 1)
+    rows = [
+        torch.cat([embed(_uncond_ids(ids, mask, special) if u else ids), images if u else guided], 1) for u in branches
+    ]
     embeds = torch.cat(rows)  # [R, L + N - 1, H]
     full_mask = torch.cat([mask, mask.new_ones(B, N - 1)], 1).repeat(len(branches), 1)  # [R, L + N - 1]
     out = model.model.language_model(
@@ -379,12 +413,13 @@ def sequence_logits(
     image_ids: Tensor,
     special: SpecialIds,
     uncond: bool = False,
+    layout: Layout | None = None,
 ) -> tuple[list[Tensor], Tensor]:
     """Raw logits of one forward over prompt + plan + boi + image (no temperature, top-k or CFG), for losses.
 
     Returns text logits per row [len(think_ids[i]) + 1, V_text], predicting each plan token and then boi, and
     image logits [B, N, V_img] predicting image_ids. uncond=True runs the unconditional rows instead."""
-    hidden, L = _full_sequence_hidden(model, prompt_ids, think_ids, image_ids, special, (uncond,))
+    hidden, L = _full_sequence_hidden(model, prompt_ids, think_ids, image_ids, special, (uncond,), layout)
     image_logits = model.model.generation_head(hidden[:, L - 1 :])  # [B, N, V_img]
     return _text_logits(model, hidden, think_ids, L, special), image_logits
 
@@ -397,6 +432,7 @@ def teacher_forced_logprobs(
     special: SpecialIds,
     settings: SamplingSettings,
     boi_sampled: list[bool],
+    layout: Layout | None = None,
 ) -> tuple[list[Tensor], Tensor]:
     """The sampler's log-probs, recomputed differentiably in one forward ([cond; uncond] rows when guided).
 
@@ -405,7 +441,7 @@ def teacher_forced_logprobs(
     noise. Note a token on the top-k boundary could fall out of it under that noise (log-prob -inf)."""
     B = len(prompt_ids)
     branches = (False, True) if settings.cfg_scale != 1.0 else (False,)
-    hidden, L = _full_sequence_hidden(model, prompt_ids, think_ids, image_ids, special, branches)
+    hidden, L = _full_sequence_hidden(model, prompt_ids, think_ids, image_ids, special, branches, layout)
     text_logits = _text_logits(model, hidden[:B], think_ids, L, special)
     think_logprobs = []
     for logits, plan, sampled in zip(text_logits, think_ids, boi_sampled, strict=True):

@@ -28,6 +28,11 @@ REASONING_INSTRUCTION = (
     "its box as (x1,y1),(x2,y2) on a 0-1000 grid with the origin at the top left, entries separated by "
     "semicolons. Then draw it."
 )
+RATIONALE_INSTRUCTION = (
+    "First describe the picture in one or two plain sentences: every object with its count, colour and other "
+    "attributes worked out, and where it stands. Then draw it."
+)
+INSTRUCTIONS = {"plan": REASONING_INSTRUCTION, "rationale": RATIONALE_INSTRUCTION}
 # The chat layout when a tokenizer carries no chat template of its own (Janus-Pro's conversation markers).
 DEFAULT_CHAT = "<|User|>: {text}\n\n<|Assistant|>:"
 
@@ -79,14 +84,15 @@ def normalize_prompt(prompt: str) -> str:
 
 @dataclass
 class PlainFormat:
-    """[bos] prompt words ([think]): the shapes world's format, for a word-level tokenizer."""
+    """[bos] prompt words ([think] or [rationale]): the shapes world's format, for a word-level tokenizer."""
 
     tokenizer: object
-    think: int  # the think token's id
+    think: int  # the think token's id: a plan follows
+    rationale: int | None = None  # the rationale token's id: a written rationale follows (None: not learned)
     name: str = "plain"
     hint: str = ""  # added to an unknown-word error (where the model's words are listed)
 
-    def context(self, prompt: str, think: bool) -> list[int]:
+    def context(self, prompt: str, think: bool, reasoning: str = "plan") -> list[int]:
         text = normalize_prompt(prompt)
         if not text:
             raise PromptError("the prompt is empty")
@@ -95,7 +101,11 @@ class PlainFormat:
         if unknown:
             hint = f" ({self.hint})" if self.hint else ""
             raise PromptError(f"the model does not know {', '.join(repr(w) for w in unknown)}{hint}")
-        return [self.tokenizer.bos_token_id] + ids + ([self.think] if think else [])
+        if not think:
+            return [self.tokenizer.bos_token_id] + ids
+        if reasoning == "rationale" and self.rationale is None:
+            raise ThinkdrawError("this model has no rationale token: it was not taught to write rationales")
+        return [self.tokenizer.bos_token_id] + ids + [self.rationale if reasoning == "rationale" else self.think]
 
 
 @dataclass
@@ -106,11 +116,11 @@ class ChatFormat:
     tokenizer: object
     name: str = "chat"
 
-    def context(self, prompt: str, think: bool) -> list[int]:
+    def context(self, prompt: str, think: bool, reasoning: str = "plan") -> list[int]:
         text = " ".join(prompt.strip().split())
         if not text:
             raise PromptError("the prompt is empty")
-        user = f"{text}\n{REASONING_INSTRUCTION}" if think else text
+        user = f"{text}\n{INSTRUCTIONS[reasoning]}" if think else text
         if getattr(self.tokenizer, "chat_template", None):
             messages = [{"role": "user", "content": user}]
             chat = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -122,9 +132,12 @@ class ChatFormat:
 
 
 def prompt_format(tokenizer) -> PlainFormat | ChatFormat:
-    """plain for a tokenizer that declares a think token (the world's), chat for every other."""
+    """plain for a tokenizer that declares a think token (the world's; a rationale token too when it learned
+    rationales), chat for every other."""
     think = named_token_id(tokenizer, "think_token")
-    return PlainFormat(tokenizer, think) if think is not None else ChatFormat(tokenizer)
+    if think is None:
+        return ChatFormat(tokenizer)
+    return PlainFormat(tokenizer, think, named_token_id(tokenizer, "rationale_token"))
 
 
 def unknown_words(tokenizer, text: str, ids: list[int]) -> list[str]:

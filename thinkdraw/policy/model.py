@@ -15,7 +15,7 @@ Everything the methods need goes through this interface:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -23,9 +23,10 @@ from PIL import Image
 from transformers import AutoTokenizer, JanusForConditionalGeneration
 
 from thinkdraw.checkpoint import CheckpointError, load_model
-from thinkdraw.engine.sampling import Rollout, SamplingSettings, generate, teacher_forced_logprobs
-from thinkdraw.plan import UnknownWordError
+from thinkdraw.engine.sampling import Layout, Rollout, SamplingSettings, generate, teacher_forced_logprobs
+from thinkdraw.plan import REASONING, UnknownWordError
 from thinkdraw.policy.formats import decode_text, prompt_format, special_ids, unknown_words
+from thinkdraw.policy.layout import LayoutBuilder
 from thinkdraw.policy.vq import decode_tokens, empty_token, image_size
 from thinkdraw.runtime import Runtime
 
@@ -57,6 +58,7 @@ class Candidate:
     image_logprobs: torch.Tensor  # [N]
     plan_ids: list[int]  # the plan's tokens ([] without thinking): with boi_sampled, what logprobs() takes
     boi_sampled: bool  # whether the plan ended by sampling [boi] (not by the length cap)
+    reasoning: str | None = None  # "plan" or "rationale": what `plan` holds; None without thinking
 
 
 class Policy:
@@ -74,6 +76,10 @@ class Policy:
                 f"the tokenizer has {len(positions)} image-position tokens; the model draws {self.num_image_tokens}"
             )
         self._empty: int | None = None
+        grid = vq.config.num_patches
+        self.layout = LayoutBuilder.of(tokenizer, self.image_size, grid, lambda ids: decode_text(tokenizer, ids))
+        if self.layout is not None:
+            self.special = replace(self.special, layout_tokens=self.layout.token_range)
 
     @classmethod
     def load(cls, path: str | Path, runtime: Runtime | None = None) -> Policy:
@@ -101,9 +107,10 @@ class Policy:
 
     # -- text ------------------------------------------------------------------------------
 
-    def encode(self, prompt: str, think: bool) -> list[int]:
-        """The context a row starts from, in the checkpoint's prompt format (bos first)."""
-        return self.format.context(prompt, think)
+    def encode(self, prompt: str, think: bool, reasoning: str = "plan") -> list[int]:
+        """The context a row starts from, in the checkpoint's prompt format (bos first); reasoning: what thinking
+        writes, a plan (GoT-R1) or a rationale (ReasonGen-R1)."""
+        return self.format.context(prompt, think, reasoning)
 
     def plan_ids(self, plan: str) -> list[int]:
         """A given plan's tokens; UnknownWordError names the words a closed-vocabulary tokenizer lacks."""
@@ -124,9 +131,10 @@ class Policy:
         plans: list[str] | None = None,
         on_image_step=None,
         row_ids: list[int] | None = None,
+        reasoning: str = "plan",
     ) -> Rollout:
         """Row i samples from its own generator, seeded by (seed, row_ids[i]) (default: i)."""
-        contexts = [self.encode(p, think) for p in prompts]
+        contexts = [self.encode(p, think, reasoning) for p in prompts]
         plan_ids = [self.plan_ids(p) for p in plans] if plans is not None else None
         row_ids = range(len(prompts)) if row_ids is None else row_ids
         generators = [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in row_ids]
@@ -141,6 +149,7 @@ class Policy:
                 num_image_tokens=self.num_image_tokens,
                 plan_ids=plan_ids,
                 on_image_step=on_image_step,
+                layout_of=self.layout_of,
             )
 
     def think(self, prompts: list[str], seed: int = 0, settings: SamplingSettings | None = None) -> list[str]:
@@ -164,20 +173,24 @@ class Policy:
         on_image_step=None,
         indices: list[int] | None = None,
         plans: list[str] | None = None,
+        reasoning: str = "plan",
     ) -> list[Candidate]:
         """n candidates per prompt, in prompt order (prompt 0's n candidates first).
 
         Candidate j of prompt k is seeded by (seed, indices[k] * n + j); `indices` (default 0, 1, ...) are the
         prompts' places in a larger run, so that a prompt's candidates do not depend on how the run is batched.
-        `plans` (one per prompt, needs think): draw after these plans instead of writing them (GoT's editing)."""
+        `plans` (one per prompt, needs think): draw after these plans instead of writing them (GoT's editing).
+        `reasoning`: what thinking writes, "plan" (GoT-R1's boxes) or "rationale" (ReasonGen-R1's sentences)."""
         if plans is not None and (not think or len(plans) != len(prompts)):
             raise ValueError("plans needs think=True and one plan per prompt")
+        if reasoning not in REASONING:
+            raise ValueError(f"reasoning {reasoning!r}: choose one of {', '.join(REASONING)}")
         indices = range(len(prompts)) if indices is None else indices
         rows = [p for p in prompts for _ in range(n)]
         row_plans = [p for p in plans for _ in range(n)] if plans is not None else None
         row_ids = [k * n + j for k in indices for j in range(n)]
         rollout = self._rollout(
-            rows, think, seed, settings or SamplingSettings(), row_plans, on_image_step=on_image_step, row_ids=row_ids
+            rows, think, seed, settings or SamplingSettings(), row_plans, on_image_step, row_ids, reasoning
         )
         images = self.decode(rollout.image_ids)
         boi_sampled = rollout.boi_sampled
@@ -191,6 +204,7 @@ class Policy:
                 image_logprobs=rollout.image_logprobs[i],
                 plan_ids=rollout.think_ids[i],
                 boi_sampled=boi_sampled[i],
+                reasoning=reasoning if think else None,
             )
             for i, row in enumerate(rows)
         ]
@@ -203,12 +217,19 @@ class Policy:
         think: bool,
         boi_sampled: list[bool],
         settings: SamplingSettings | None = None,
+        reasoning: str = "plan",
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Teacher-forced log-probs of plans and images (differentiable), equal to the sampler's."""
-        contexts = [self.encode(p, think) for p in prompts]
+        contexts = [self.encode(p, think, reasoning) for p in prompts]
+        settings = settings or SamplingSettings()
+        layout = self.layout_of(plan_ids)
         return teacher_forced_logprobs(
-            self.model, contexts, plan_ids, image_ids, self.special, settings or SamplingSettings(), boi_sampled
+            self.model, contexts, plan_ids, image_ids, self.special, settings, boi_sampled, layout
         )
+
+    def layout_of(self, plans: list[list[int]]) -> Layout | None:
+        """The plan-guided positions of these plans (token ids), or None for a model without layout tokens."""
+        return self.layout(plans, self.device) if self.layout is not None else None
 
     # -- images ----------------------------------------------------------------------------
 

@@ -37,8 +37,9 @@ from thinkdraw.trainers.losses import LossOutput, count_tokens, micro_batches, w
 @dataclass(frozen=True)
 class Example:
     prompt: str
-    reasoning: str  # the plan (or rationale) the image follows
+    reasoning: str  # the plan the image follows
     image: Image.Image
+    rationale: str | None = None  # a written rationale the image follows too (None: none for this example)
 
 
 class ExampleSource(Protocol):
@@ -82,8 +83,10 @@ def make_batch(policy: Policy, source: ExampleSource, config: TrainPolicyConfig,
     contexts, plans, text_rows = [], [], []
     for example in examples:
         think = rng.random() < think_rate
-        context = policy.encode(example.prompt, think)
-        plan = policy.plan_ids(example.reasoning) if think else []
+        rationale = think and example.rationale is not None and rng.random() < config.rationale_rate
+        reasoning = "rationale" if rationale else "plan"
+        context = policy.encode(example.prompt, think, reasoning)
+        plan = policy.plan_ids(example.rationale if rationale else example.reasoning) if think else []
         dropped = rng.random() < config.drop_rate
         if dropped:
             context, plan = unconditional(policy, context, plan)
@@ -106,7 +109,12 @@ def policy_loss(policy: Policy, batch: Batch, config: TrainPolicyConfig, totals=
     """The SFT loss of a batch (or, with the step's `totals`, a micro-batch's share of it)."""
     with torch.autocast(batch.image_ids.device.type, dtype=torch.bfloat16, enabled=config.bf16):
         text_logits, image_logits = sequence_logits(
-            policy.model, batch.contexts, batch.plans, batch.image_ids, policy.special
+            policy.model,
+            batch.contexts,
+            batch.plans,
+            batch.image_ids,
+            policy.special,
+            layout=policy.layout_of(batch.plans),
         )  # list of [len(plan) + 1, V_text], [B, N, V_image]
     targets = text_targets(policy, batch)
     return weighted_cross_entropy(
@@ -132,10 +140,8 @@ def train_policy(config: TrainPolicyConfig, source: ExampleSource, start: Policy
     checkpoint = config.out / "checkpoint"
     if config.resume:
         policy, first = Policy.load(checkpoint), read_meta(checkpoint)["step"]
-    elif start is not None:
-        policy, first = start, 0
     else:
-        policy, first = Policy.load(config.init), 0
+        policy, first = (start or Policy.load(config.init)), 0
         if config.stage == "sft":
             untie_text_head(policy.model)
     policy.model.train()

@@ -17,7 +17,7 @@ from thinkdraw.trainers.sft import Example
 from thinkdraw.world.layout import place, scatter, solve_layout
 from thinkdraw.world.plans import plan_of_scene
 from thinkdraw.world.render import WorldObject, render_image
-from thinkdraw.world.spec import COLORS, SHAPES
+from thinkdraw.world.spec import COLORS, NUMBERS, SHAPES, noun
 from thinkdraw.world.splits import load_split
 
 ERRORS = ("color", "shape", "missing", "extra", "misplaced")
@@ -29,6 +29,26 @@ class WorldExample:
     plan: str
     objects: tuple[WorldObject, ...]  # what the image shows (= what the plan says)
     error: str | None  # which mistake the plan carries, None when it is right
+
+
+def rationale_of(record: dict) -> str:
+    """ReasonGen-R1's format in world words: the scene restated with every attribute the prompt sets resolved
+    (counts as numbers, colours named, facts looked up), no boxes. "a photo of a star the colour of grass left
+    of two squares" -> "two squares, one green star left of the squares"."""
+    include = record["include"]
+
+    def phrase(clause: dict) -> str:
+        color = f"{clause['color']} " if "color" in clause else ""
+        return f"{NUMBERS[clause['count']]} {color}{noun(clause['class'], clause['count'])}"
+
+    parts = []
+    for clause in include:
+        text = phrase(clause)
+        if "position" in clause:
+            relation, target = clause["position"]
+            text += f" {relation} the {noun(include[target]['class'], include[target]['count'])}"
+        parts.append(text)
+    return ", ".join(parts)
 
 
 def with_error(objects: list[WorldObject], kind: str, rng: random.Random) -> list[WorldObject] | None:
@@ -85,20 +105,28 @@ class WorldExamples:
         self.error_rate = error_rate
 
     def example(self, rng: random.Random, with_errors: bool) -> Example:
-        made = world_example(rng.choice(self.records), rng, self.error_rate if with_errors else 0.0)
-        return Example(made.prompt, made.plan, render_image(made.objects))
+        record = rng.choice(self.records)
+        made = world_example(record, rng, self.error_rate if with_errors else 0.0)
+        rationale = rationale_of(record) if made.error is None else None  # a rationale the image follows
+        return Example(made.prompt, made.plan, render_image(made.objects), rationale)
 
 
 def train_world_policy(config, echo=print):
     """`thinkdraw train policy`: the world policy on the train split's examples; stage base starts a new
-    world model around the VQ checkpoint config.init (unless resuming)."""
+    world model around the VQ checkpoint config.init, stage sft the policy at config.init, given plan-guided
+    positions (`--layout`) when it has none (unless resuming)."""
     from transformers import JanusVQVAE
 
     from thinkdraw.checkpoint import load_model
+    from thinkdraw.policy.model import Policy
     from thinkdraw.trainers.sft import train_policy
-    from thinkdraw.world.model import new_world_policy
+    from thinkdraw.world.model import new_world_policy, with_layout
 
     start = None
     if config.stage == "base" and not config.resume:
-        start = new_world_policy(load_model(JanusVQVAE, config.init), config.hidden, config.layers, config.seed)
+        vq = load_model(JanusVQVAE, config.init)
+        start = new_world_policy(vq, config.hidden, config.layers, config.seed, layout=config.layout)
+    elif not config.resume:
+        start = Policy.load(config.init)
+        start = with_layout(start) if config.layout else start
     return train_policy(config, WorldExamples("train", config.error_rate), start, echo=echo)

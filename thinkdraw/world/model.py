@@ -19,6 +19,7 @@ text embedding so that a standard Janus checkpoint carries them; Janus-Pro has n
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 
@@ -36,15 +37,17 @@ from transformers import (
 )
 
 from thinkdraw.plan import GRID
+from thinkdraw.policy.layout import layout_token_names
 from thinkdraw.policy.model import Policy
 from thinkdraw.policy.vq import patch_latents, patchify, to_pixels
 from thinkdraw.world import prompts as world_prompts
 from thinkdraw.world.layout import random_layout
 from thinkdraw.world.render import render
-from thinkdraw.world.spec import COLORS, NUMBERS, PLURALS, RELATIONS, SHAPES
+from thinkdraw.world.spec import CANVAS, COLORS, NUMBERS, PLURALS, RELATIONS, SHAPES
 
 PAD, BOS, EOS, UNK, BOI, EOI, THINK = "<pad>", "<bos>", "<eos>", "<unk>", "<boi>", "<eoi>", "<think>"
 SPECIALS = (PAD, BOS, EOS, UNK, BOI, EOI, THINK)
+RATIONALE = "<rationale>"
 _PRE = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation("isolated")])
 
 
@@ -64,14 +67,23 @@ def image_position_token(k: int) -> str:
     return f"<img_pos_{k}>"
 
 
-def build_tokenizer(image_positions: int = 0) -> PreTrainedTokenizerFast:
-    """The world tokenizer; `image_positions` position tokens (one per image token) after the words."""
+def build_tokenizer(image_positions: int = 0, layout: bool = False) -> PreTrainedTokenizerFast:
+    """The world tokenizer; `image_positions` position tokens (one per image token) after the words, then, with
+    `layout`, the layout tokens of plan-guided positions (`thinkdraw.policy.layout`) for 64 px images in
+    square patches, one per position token, and the rationale token (ReasonGen-R1's written rationale follows
+    it, as a plan follows the think token). Later additions come last, so older ids never change."""
     vocab = {token: i for i, token in enumerate(SPECIALS)}
     for word in world_words():
         vocab.setdefault(word, len(vocab))
     positions = [image_position_token(k) for k in range(image_positions)]
+    if layout:
+        positions += layout_token_names(CANVAS, CANVAS // math.isqrt(image_positions))
     for token in positions:
         vocab[token] = len(vocab)
+    named = {"boi_token": BOI, "eoi_token": EOI, "think_token": THINK}
+    if layout:
+        vocab[RATIONALE] = len(vocab)
+        named["rationale_token"] = RATIONALE
     core = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
     core.pre_tokenizer = _PRE
     tokenizer = PreTrainedTokenizerFast(
@@ -80,7 +92,7 @@ def build_tokenizer(image_positions: int = 0) -> PreTrainedTokenizerFast:
         eos_token=EOS,
         pad_token=PAD,
         unk_token=UNK,
-        extra_special_tokens={"boi_token": BOI, "eoi_token": EOI, "think_token": THINK},
+        extra_special_tokens=named,
     )
     tokenizer.add_special_tokens({"additional_special_tokens": positions})  # already in the vocab: ids unchanged
     return tokenizer
@@ -115,16 +127,32 @@ def world_policy_config(vocab_size: int, vq: JanusVQVAE, hidden: int = 192, laye
     return JanusConfig(text_config=text.to_dict(), vision_config=vision, vq_config=vq_config)
 
 
-def new_world_policy(vq: JanusVQVAE, hidden: int = 192, layers: int = 6, seed: int = 0) -> Policy:
-    """An untrained world policy around a trained VQ (the start of `thinkdraw train base`)."""
+def new_world_policy(vq: JanusVQVAE, hidden: int = 192, layers: int = 6, seed: int = 0, layout: bool = True) -> Policy:
+    """An untrained world policy around a trained VQ (the start of `thinkdraw train base`); `layout`: with the
+    layout tokens of plan-guided positions."""
     grid = vq.config.num_patches
-    tokenizer = build_tokenizer(image_positions=grid * grid)
+    tokenizer = build_tokenizer(image_positions=grid * grid, layout=layout)
     torch.manual_seed(seed)
     model = JanusForConditionalGeneration(world_policy_config(len(tokenizer), vq, hidden, layers))
     model.model.vqmodel.load_state_dict(vq.state_dict(), strict=True)
     policy = Policy(model, tokenizer)
     init_coordinates(policy, grid)
     return policy
+
+
+def with_layout(policy: Policy) -> Policy:
+    """A world policy given plan-guided positions and a rationale token: those tokens appended to its tokenizer
+    and embedding (new rows; every other row and id unchanged). A policy that has them is returned as it is."""
+    if policy.layout is not None:
+        return policy
+    grid = policy.model.model.vqmodel.config.num_patches
+    tokenizer = build_tokenizer(image_positions=grid * grid, layout=True)
+    old = policy.tokenizer.get_vocab()
+    if any(tokenizer.get_vocab().get(token) != index for token, index in old.items()):
+        raise ValueError("not a world tokenizer: its ids differ from the world's")
+    torch.manual_seed(0)
+    policy.model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    return Policy(policy.model, tokenizer)
 
 
 def waves(x: torch.Tensor, periods: tuple[float, ...]) -> torch.Tensor:
