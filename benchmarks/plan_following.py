@@ -6,7 +6,8 @@ temperature x CFG scale asked for:
 - box hit rate: the share of planned objects found by the exact detector with the planned shape and
   colour at IoU >= 0.5 with the planned box;
 - extra objects per image: detections that match no planned object (same shape and colour, IoU >= 0.5).
-With the model's own plans (think, default sampling): parse rate, check_plan pass rate per task
+With the model's own plans (think, default sampling; `--reasoning plan rationale` also scores its own
+rationales, GenEval only): parse rate, check_plan pass rate per task
 (semantic, and semantic + spatial), and the share of planned boxes that are square in pixels (every
 world box is).
 
@@ -100,7 +101,7 @@ def given_plans(policy, records, indices, args, settings: SamplingSettings) -> d
     return {**summarize(correct), "box_hit_rate": hits_total / planned_total, "extra_per_image": extra_total / images}
 
 
-def own_plans(policy, records, indices, args) -> dict:
+def own_plans(policy, records, indices, args, reasoning: str = "plan") -> dict:
     detector = WorldDetector()
     correct: dict[str, list[bool]] = defaultdict(list)
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # plans, parsed, semantic, both
@@ -112,12 +113,15 @@ def own_plans(policy, records, indices, args) -> dict:
             n=args.images_per_prompt,
             seed=args.seed,
             indices=[indices[i] for i in chunk],
+            reasoning=reasoning,
         )
         for k, i in enumerate(chunk):
             for c in candidates[k * args.images_per_prompt : (k + 1) * args.images_per_prompt]:
                 row = counts[records[i]["tag"]]
                 row[0] += 1
                 correct[records[i]["tag"]].append(judge_image(records[i], c.image, detector).correct)
+                if reasoning != "plan":
+                    continue
                 try:
                     plan = parse_plan(c.plan)
                 except PlanError:
@@ -149,6 +153,7 @@ def main() -> None:
     parser.add_argument("--images-per-prompt", type=int, default=4)
     parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0])
     parser.add_argument("--cfg-scales", type=float, nargs="+", default=[5.0])
+    parser.add_argument("--reasoning", nargs="*", default=["plan"], help="own reasoning to score: plan, rationale")
     parser.add_argument("--batch", type=int, default=4, help="prompts sampled together")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -175,22 +180,34 @@ def main() -> None:
             )
             result.update(temperature=temperature, cfg_scale=cfg, seconds=time.perf_counter() - began)
             report["given_plans"].append(result)
+            print("  " + " ".join(f"{tag} {score:.3f}" for tag, score in result["tasks"].items()))
             print(
                 f"given plans, T {temperature} CFG {cfg}: six {fmt(result['geneval_six'])} "
                 f"all {result['all_tasks']:.3f} "
                 f"box hits {result['box_hit_rate']:.3f} extra/image {result['extra_per_image']:.2f}"
             )
-    report["own_plans"] = own_plans(policy, records, indices, args)
-    own = report["own_plans"]
-    print(f"own plans: six {fmt(own['geneval_six'])} all {own['all_tasks']:.3f} square boxes {own['square_boxes']:.3f}")
+    for reasoning in args.reasoning:
+        began = time.perf_counter()
+        own = own_plans(policy, records, indices, args, reasoning)
+        report[f"own_{reasoning}"] = {**own, "seconds": time.perf_counter() - began}
+        print(f"own {reasoning}: six {fmt(own['geneval_six'])} all {own['all_tasks']:.3f}")
+        print("  " + " ".join(f"{tag} {score:.3f}" for tag, score in own["tasks"].items()))
+    if "own_plan" not in report:
+        return _write(report, args.out)
+    own = report["own_plan"]
+    print(f"own plans: square boxes {own['square_boxes']:.3f}")
     for tag, row in own["plans"].items():
         print(
             f"  {tag:14s} parse {row['parse']:.3f} semantic {row['semantic']:.3f} "
             f"+spatial {row['semantic_spatial']:.3f}"
         )
-    with open(args.out, "w") as f:
+    _write(report, args.out)
+
+
+def _write(report: dict, path: str) -> None:
+    with open(path, "w") as f:
         json.dump(report, f, indent=1)
-    print(f"wrote {args.out}")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -1,34 +1,42 @@
 #!/bin/bash
-# The recipe of the shipped world model (thinkdraw/assets), on a 2-core CPU in under 2 hours:
-#   1. the VQ image tokenizer: patch-local encoder and codebook fixed, the decoder trained (26 min);
-#   2. the base policy, prompt -> image (at most 48 min);
-#   3. SFT from the base policy, prompt -> plan -> image (at most 44 min);
-#   4. fp16 copies of the three checkpoints into thinkdraw/assets.
-# One run at a time on both cores: two runs side by side on one thread each took about 5 s a step
-# each on a 2-core machine, against 1.1 s (base) and 1.5 s (SFT) for one run on two threads.
-# Both policies train in float32 (--no-bf16): on a 2-core CPU with avx512_bf16 and no AMX a step under
-# bfloat16 autocast took 1.5-1.7x as long.
-# Usage: recipes/world.sh [RUNS_DIR [VQ]]   (default runs/; VQ: an existing VQ checkpoint to draw with,
-# e.g. thinkdraw/assets/vq, which skips step 1 and leaves the shipped VQ as it is)
+# The recipe of the shipped world model (thinkdraw/assets), on a 2-core CPU, in chunks of at most 2 hours.
+#
+#   recipes/world.sh vq     RUNS      the VQ image tokenizer: patch-local encoder and codebook fixed, the decoder
+#                                     trained (26 min)
+#   recipes/world.sh base   RUNS VQ   the base policy, prompt -> image (at most 48 min)
+#   recipes/world.sh sft    RUNS INIT one SFT chunk, prompt -> plan (or rationale) -> image, from INIT: a base
+#                                     policy (the first chunk; plan-guided positions and the rationale token are
+#                                     added to it) or the last chunk's exported SFT (every later chunk: fresh
+#                                     optimizer, the weights go on); at most 60 min
+#   recipes/world.sh export RUNS PART an fp16 copy of RUNS/PART/checkpoint into thinkdraw/assets/PART
+#
+# What ran for the shipped models (all on this 2-core CPU; no GPU was lent):
+#   vq and base: two stops before this one (the VQ 26 min, base 2500 steps); unchanged since.
+#   sft chunk 1: `recipes/world.sh sft /work/runs thinkdraw/assets/base`, then `export /work/runs sft`.
+# A chunk's weights are committed when it ends (thinkdraw/assets/sft), so an interrupted session loses at most
+# one chunk; rerunning the same commands reproduces the shipped model.
+# One run at a time on both cores: two side by side on one thread each took about 5 s a step each. Policies
+# train in float32 (--no-bf16): under bfloat16 autocast a step took 1.5-1.7x as long on this CPU.
 set -euo pipefail
-RUNS=${1:-runs}
-VQ=${2:-}
+STAGE=${1:?vq, base, sft or export}
+RUNS=${2:-runs}
 export OMP_WAIT_POLICY=PASSIVE  # as in the runs whose timings are given above
 ASSETS=$(python -c "import thinkdraw, pathlib; print(pathlib.Path(thinkdraw.__file__).parent / 'assets')")
 
-parts="base sft"
-if [ -z "$VQ" ]; then
-    thinkdraw train vq --out "$RUNS/vq" --steps 3000 --save-every 500 --max-minutes 26 --threads 2
-    VQ="$RUNS/vq/checkpoint"
-    parts="vq base sft"
-fi
-
-thinkdraw train policy base "$VQ" --out "$RUNS/base" --batch-size 16 --steps 2500 \
-    --max-minutes 48 --save-every 100 --threads 2 --no-bf16
-thinkdraw train policy sft "$RUNS/base/checkpoint" --out "$RUNS/sft" --batch-size 16 --steps 1550 \
-    --max-minutes 44 --save-every 100 --threads 2 --no-bf16
-
-for part in $parts; do
+case "$STAGE" in
+vq)
+    thinkdraw train vq --out "$RUNS/vq" --steps 3000 --save-every 500 --max-minutes 26 --threads 2 ;;
+base)
+    thinkdraw train policy base "${3:?VQ checkpoint}" --out "$RUNS/base" --batch-size 16 --steps 2500 \
+        --max-minutes 48 --save-every 100 --threads 2 --no-bf16 ;;
+sft)
+    rm -rf "$RUNS/sft"
+    thinkdraw train policy sft "${3:?INIT policy}" --out "$RUNS/sft" --batch-size 16 --steps 1800 \
+        --max-minutes 60 --save-every 100 --threads 2 --no-bf16 ;;
+export)
+    part=${3:?vq, base or sft}
     rm -rf "$ASSETS/$part"
-    thinkdraw train export "$RUNS/$part/checkpoint" "$ASSETS/$part" --dtype float16
-done
+    thinkdraw train export "$RUNS/$part/checkpoint" "$ASSETS/$part" --dtype float16 ;;
+*)
+    echo "unknown stage $STAGE: vq, base, sft or export" >&2; exit 2 ;;
+esac

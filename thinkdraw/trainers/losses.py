@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -67,3 +68,103 @@ def micro_batches(size: int, accumulation: int) -> list[slice]:
         raise ValueError(f"a batch of {size} does not split into {accumulation} equal micro-batches")
     step = size // accumulation
     return [slice(i, i + step) for i in range(0, size, step)]
+
+
+def dpo_loss(
+    policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor, ref_rejected: Tensor, beta: float = 0.1
+) -> LossOutput:
+    """DPO's sigmoid loss (Rafailov et al.; TRL's `sigmoid` loss type): -log sigmoid(beta * (chosen margin -
+    rejected margin)), a margin being the policy's log-prob minus the reference's. Inputs are per-pair sequence
+    log-probs [P] (summed over image tokens, and plan tokens where the caller includes them; "verify and
+    reinforce" sums over image tokens, beta 0.1). Metrics: loss, the implicit rewards beta * margin, and the
+    share of pairs the policy already orders right."""
+    chosen = beta * (policy_chosen - ref_chosen)
+    rejected = beta * (policy_rejected - ref_rejected)
+    loss = -F.logsigmoid(chosen - rejected).mean()
+    metrics = {
+        "loss": loss.item(),
+        "reward_chosen": chosen.mean().item(),
+        "reward_rejected": rejected.mean().item(),
+        "reward_accuracy": (chosen > rejected).float().mean().item(),
+    }
+    return LossOutput(loss, metrics)
+
+
+def group_advantages(rewards: list[float | None], group_size: int, eps: float = 1e-4) -> list[float | None]:
+    """GRPO's advantages: each reward minus its group's mean, over the group's standard deviation (population, as
+    DeepSeekMath; TRL uses the sample std). A None reward (not applicable) is left out of its group's baseline
+    and gets None; a group whose rewards are all equal carries no signal and is dropped (None for every member,
+    ReasonGen-R1's choice), as is a group with fewer than two rewards."""
+    if len(rewards) % group_size:
+        raise ValueError(f"{len(rewards)} rewards do not split into groups of {group_size}")
+    advantages: list[float | None] = []
+    for start in range(0, len(rewards), group_size):
+        group = rewards[start : start + group_size]
+        known = [r for r in group if r is not None]
+        mean = sum(known) / max(1, len(known))
+        std = (sum((r - mean) ** 2 for r in known) / max(1, len(known))) ** 0.5
+        if len(known) < 2 or std <= eps:
+            advantages += [None] * len(group)
+        else:
+            advantages += [None if r is None else (r - mean) / (std + eps) for r in group]
+    return advantages
+
+
+def grpo_loss(
+    logps: Tensor,
+    old_logps: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    clip: float = 0.2,
+    ref_logps: Tensor | None = None,
+    kl_beta: float = 0.0,
+    level: str = "token",
+) -> LossOutput:
+    """GRPO's clipped surrogate (Shao et al.; TRL's GRPOTrainer): per token, -min(ratio * A, clip(ratio, 1 - e,
+    1 + e) * A), ratio = exp(logps - old_logps) under the distribution that was sampled (CFG included when it was
+    on); plus kl_beta times the k3 estimate of KL to a frozen reference, exp(ref - logp) - (ref - logp) - 1.
+
+    logps, old_logps, ref_logps, mask: [B, T] (mask 1 on the tokens that count: plan and image tokens);
+    advantages [B]. level "token": the mean over every counted token of the batch (DAPO's, TRL's default);
+    "sequence": the mean over each sequence's tokens, then over sequences (the GRPO paper's). Several updates per
+    batch: pass the logps the batch was sampled with as old_logps each time."""
+    if level not in ("token", "sequence"):
+        raise ValueError(f"level {level!r}: choose token or sequence")
+    mask = mask.to(logps.dtype)
+    ratio = torch.exp(logps - old_logps)
+    A = advantages[:, None]
+    per_token = -torch.minimum(ratio * A, ratio.clamp(1 - clip, 1 + clip) * A)  # [B, T]
+    kl = torch.zeros_like(per_token)
+    if ref_logps is not None and kl_beta:
+        delta = ref_logps - logps
+        kl = torch.exp(delta) - delta - 1
+        per_token = per_token + kl_beta * kl
+    loss = _average(per_token, mask, level)
+    clipped = ((ratio - 1).abs() > clip).to(logps.dtype)
+    metrics = {
+        "loss": loss.item(),
+        "kl": _average(kl, mask, level).item(),
+        "clip_fraction": _average(clipped, mask, level).item(),
+    }
+    return LossOutput(loss, metrics)
+
+
+def _average(x: Tensor, mask: Tensor, level: str) -> Tensor:
+    if level == "token":
+        return (x * mask).sum() / mask.sum().clamp(min=1)
+    return ((x * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+
+
+def entropy(logits: Tensor, mask: Tensor) -> Tensor:
+    """Mean entropy (nats) of the distributions logits [B, T, V] over the tokens where mask [B, T] is 1."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    per_token = -(logp.exp() * logp).sum(-1)
+    return (per_token * mask).sum() / mask.sum().clamp(min=1)
+
+
+def adapt_entropy_coefficient(coefficient: float, current: float, target: float, step: float, limit: float) -> float:
+    """ReasonGen-R1's adaptive entropy: the coefficient c of the term -c * H moves towards a bonus (c > 0) while
+    the entropy is below its target and towards a penalty (c < 0) while above, by `step` per update, |c| <= limit
+    (5e-3 in the paper; targets about 2.0 for text and 7.0 for image tokens on Janus-Pro-7B)."""
+    moved = coefficient + step if current < target else coefficient - step
+    return max(-limit, min(limit, moved))
