@@ -238,3 +238,16 @@ def test_the_sft_loss_reaches_every_trainable_parameter(tmp_path):
     sft.policy_loss(policy, batch, config).loss.backward()
     names = {id(p): n for n, p in policy.model.named_parameters()}
     assert not [names[id(p)] for p in params if p.grad is None or not p.grad.abs().sum() > 0]
+
+
+def test_guidance_scale_defaults_to_the_checkpoints_own(model_dir, tmp_path):  # noqa: F811
+    assert SamplingSettings().resolved().cfg_scale == 5.0 and SamplingSettings(2.5).resolved(3.0).cfg_scale == 2.5
+    result = invoke("train", "export", model_dir, tmp_path / "x", "--dtype", "float32", "--cfg-scale", "2")
+    assert result.exit_code == 0, result.output
+    exported = Policy.load(tmp_path / "x")
+    assert exported.guidance_scale == 2.0 and Policy.load(model_dir).guidance_scale is None
+    own = exported.generate(["a photo of a red circle"], n=2, seed=4)
+    explicit = exported.generate(["a photo of a red circle"], n=2, seed=4, settings=SamplingSettings(cfg_scale=2.0))
+    five = exported.generate(["a photo of a red circle"], n=2, seed=4, settings=SamplingSettings(cfg_scale=5.0))
+    tokens = [torch.stack([c.image_tokens for c in run]) for run in (own, explicit, five)]
+    assert torch.equal(tokens[0], tokens[1]) and not torch.equal(tokens[0], tokens[2])

@@ -80,9 +80,12 @@ def finish_interrupted_save(directory: Path) -> bool:
     return directory.is_dir()
 
 
-def export_checkpoint(source: Path, target: Path, dtype: torch.dtype = torch.float16) -> None:
+def export_checkpoint(
+    source: Path, target: Path, dtype: torch.dtype = torch.float16, cfg_scale: float | None = None
+) -> None:
     """A copy to ship: the weights in `dtype` (loading casts them back), no optimizer state.
-    Works for the VQ and for policies (the kind is read from the checkpoint's thinkdraw.json).
+    Works for the VQ and for policies (the kind is read from the checkpoint's thinkdraw.json). `cfg_scale`:
+    the guidance scale generation uses by default with a policy (its generation_config.guidance_scale).
 
     A patch-local VQ keeps its encoder side (encoder, quant_conv, codebook) in float32: its codes sit
     close together (the nearest pair of patches at cosine 0.99998), and rounding those weights to
@@ -100,6 +103,9 @@ def export_checkpoint(source: Path, target: Path, dtype: torch.dtype = torch.flo
         for param, original in zip(part.float().parameters(), tensors, strict=True):
             param.data = original
     tokenizer = AutoTokenizer.from_pretrained(source) if (Path(source) / "tokenizer.json").is_file() else None
+    if cfg_scale is not None and cls is JanusForConditionalGeneration:
+        model.generation_config.guidance_scale = cfg_scale
+        meta["cfg_scale"] = cfg_scale
     meta.pop("optimizer", None)
     save_checkpoint(target, model, {**meta, "exported_dtype": str(dtype).removeprefix("torch.")}, tokenizer=tokenizer)
 

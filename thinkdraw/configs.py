@@ -174,8 +174,11 @@ class ExportConfig:
     checkpoint: Path = option(help="a checkpoint folder (VQ or policy)", argument=True)
     out: Path = option(help="the folder to write", argument=True)
     dtype: str = option("float16", "float16, bfloat16 or float32")
+    cfg_scale: float | None = option(None, "policies: the guidance scale generation uses by default with this model")
 
     def __post_init__(self):
+        if self.cfg_scale is not None and self.cfg_scale < 1:
+            raise ThinkdrawError("--cfg-scale must be >= 1")
         if self.dtype not in ("float16", "bfloat16", "float32"):
             raise ThinkdrawError(f"--dtype {self.dtype!r}: choose float16, bfloat16 or float32")
         if not (self.checkpoint / "thinkdraw.json").is_file():

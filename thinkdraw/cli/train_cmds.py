@@ -29,7 +29,7 @@ def export(config: ExportConfig) -> None:
 
     from thinkdraw.checkpoint import export_checkpoint
 
-    export_checkpoint(config.checkpoint, config.out, getattr(torch, config.dtype))
+    export_checkpoint(config.checkpoint, config.out, getattr(torch, config.dtype), config.cfg_scale)
     size = sum(f.stat().st_size for f in config.out.iterdir()) / 2**20
     typer.echo(f"wrote {config.out} ({config.dtype}, {size:.1f} MiB)")
 

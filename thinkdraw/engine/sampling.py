@@ -324,6 +324,7 @@ def generate(
         raise ValueError("plan_ids needs think=True and one plan per prompt")
     if num_image_tokens < 1:
         raise ValueError(f"num_image_tokens is {num_image_tokens}: draw at least one")
+    settings = settings.resolved()
     guided = settings.cfg_scale != 1.0
     R = 2 * B if guided else B
     embed = model.model.language_model.get_input_embeddings()
@@ -440,6 +441,7 @@ def teacher_forced_logprobs(
     under the same processing as `generate` (temperature, top-k, CFG), so they match Rollout's up to float
     noise. Note a token on the top-k boundary could fall out of it under that noise (log-prob -inf)."""
     B = len(prompt_ids)
+    settings = settings.resolved()
     branches = (False, True) if settings.cfg_scale != 1.0 else (False,)
     hidden, L = _full_sequence_hidden(model, prompt_ids, think_ids, image_ids, special, branches, layout)
     text_logits = _text_logits(model, hidden[:B], think_ids, L, special)

@@ -3,16 +3,21 @@ fields). Imports nothing heavy, so the CLI starts fast."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from thinkdraw.errors import ThinkdrawError
+
+DEFAULT_CFG = 5.0  # Janus-Pro's and GoT-R1's guidance scale
 
 
 @dataclass(frozen=True)
 class SamplingSettings:
     """How tokens are drawn. Image and text tokens have their own temperature and top-k."""
 
-    cfg_scale: float = field(default=5.0, metadata={"help": "classifier-free guidance on image tokens; 1 = none"})
+    cfg_scale: float | None = field(
+        default=None,
+        metadata={"help": "classifier-free guidance on image tokens; 1 = none [default: the model's own, else 5]"},
+    )
     temperature: float = field(default=1.0, metadata={"help": "image-token temperature; 0 = greedy"})
     top_k: int = field(default=0, metadata={"help": "image-token top-k; 0 = off"})
     text_temperature: float = field(default=1.0, metadata={"help": "plan-token temperature; 0 = greedy"})
@@ -20,7 +25,7 @@ class SamplingSettings:
     max_think_tokens: int = field(default=128, metadata={"help": "plan length at which [boi] is forced"})
 
     def __post_init__(self):
-        if self.cfg_scale < 1:
+        if self.cfg_scale is not None and self.cfg_scale < 1:
             raise ThinkdrawError(f"cfg_scale is {self.cfg_scale}: it must be >= 1 (1 = no guidance)")
         for name in ("temperature", "text_temperature"):
             if getattr(self, name) < 0:
@@ -28,3 +33,10 @@ class SamplingSettings:
         for name in ("top_k", "text_top_k", "max_think_tokens"):
             if getattr(self, name) < 0:
                 raise ThinkdrawError(f"{name} is {getattr(self, name)}: it must be >= 0 (top-k 0 = off)")
+
+    def resolved(self, model_default: float | None = None) -> SamplingSettings:
+        """These settings with a guidance scale: the one asked for, else the model's own (its checkpoint's
+        generation_config.guidance_scale: what it was tuned for), else Janus-Pro's 5."""
+        if self.cfg_scale is not None:
+            return self
+        return replace(self, cfg_scale=float(model_default) if model_default else DEFAULT_CFG)

@@ -102,6 +102,12 @@ class Policy:
         self.tokenizer.save_pretrained(path)
 
     @property
+    def guidance_scale(self) -> float | None:
+        """The guidance scale the checkpoint asks for (generation_config.guidance_scale), if any."""
+        config = getattr(self.model, "generation_config", None)
+        return getattr(config, "guidance_scale", None)
+
+    @property
     def device(self) -> torch.device:
         return self.model.device
 
@@ -134,6 +140,7 @@ class Policy:
         reasoning: str = "plan",
     ) -> Rollout:
         """Row i samples from its own generator, seeded by (seed, row_ids[i]) (default: i)."""
+        settings = settings.resolved(self.guidance_scale)
         contexts = [self.encode(p, think, reasoning) for p in prompts]
         plan_ids = [self.plan_ids(p) for p in plans] if plans is not None else None
         row_ids = range(len(prompts)) if row_ids is None else row_ids
@@ -221,7 +228,7 @@ class Policy:
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Teacher-forced log-probs of plans and images (differentiable), equal to the sampler's."""
         contexts = [self.encode(p, think, reasoning) for p in prompts]
-        settings = settings or SamplingSettings()
+        settings = (settings or SamplingSettings()).resolved(self.guidance_scale)
         layout = self.layout_of(plan_ids)
         return teacher_forced_logprobs(
             self.model, contexts, plan_ids, image_ids, self.special, settings, boi_sampled, layout
