@@ -115,7 +115,8 @@ def measure(policy: Policy, examples, think: bool) -> dict[str, dict[str, tuple[
     for how in ("right", "shuffled", "dropped"):
         rows, plans = contexts(policy, examples, think, how)
         with torch.no_grad():
-            _, logits = sequence_logits(policy.model, rows, plans, image_ids, policy.special)
+            layout = policy.layout_of(plans)  # plan-guided positions, when the policy has them
+            _, logits = sequence_logits(policy.model, rows, plans, image_ids, policy.special, layout=layout)
         ce = F.cross_entropy(logits.flatten(0, 1).float(), image_ids.flatten(), reduction="none").view(image_ids.shape)
         right = logits.argmax(-1) == image_ids
         table[how] = {name: (ce[m].mean().item(), right[m].float().mean().item()) for name, m in kinds.items()}

@@ -4,11 +4,14 @@
 #   recipes/world.sh vq     RUNS      the VQ image tokenizer: patch-local encoder and codebook fixed, the decoder
 #                                     trained (26 min)
 #   recipes/world.sh base   RUNS VQ   the base policy, prompt -> image (at most 48 min)
-#   recipes/world.sh sft    RUNS INIT one SFT chunk, prompt -> plan (or rationale) -> image, from INIT: a base
-#                                     policy (the first chunk; plan-guided positions and the rationale token are
-#                                     added to it) or the last chunk's exported SFT (every later chunk: fresh
-#                                     optimizer, the weights go on); at most 60 min
-#   recipes/world.sh export RUNS PART an fp16 copy of RUNS/PART/checkpoint into thinkdraw/assets/PART
+#   recipes/world.sh sft    RUNS INIT [LR STEPS MINUTES]
+#                                     one SFT chunk, prompt -> plan (or rationale) -> image, from INIT: a base
+#                                     policy (the first chunk, lr 1e-3, 1800 steps, at most 60 min; plan-guided
+#                                     positions and the rationale token are added to it) or the last chunk's
+#                                     exported SFT (a later chunk: fresh optimizer, the weights go on)
+#   recipes/world.sh export RUNS PART [CFG]
+#                                     an fp16 copy of RUNS/PART/checkpoint into thinkdraw/assets/PART (CFG: the
+#                                     guidance scale generation uses with it by default)
 #
 # What ran for the shipped models (all on this 2-core CPU; no GPU was lent):
 #   vq and base: two stops before this one (the VQ 26 min, base 2500 steps); unchanged since.
@@ -31,12 +34,12 @@ base)
         --max-minutes 48 --save-every 100 --threads 2 --no-bf16 ;;
 sft)
     rm -rf "$RUNS/sft"
-    thinkdraw train policy sft "${3:?INIT policy}" --out "$RUNS/sft" --batch-size 16 --steps 1800 \
-        --max-minutes 60 --save-every 100 --threads 2 --no-bf16 ;;
+    thinkdraw train policy sft "${3:?INIT policy}" --out "$RUNS/sft" --batch-size 16 --lr "${4:-1e-3}" \
+        --steps "${5:-1800}" --max-minutes "${6:-60}" --save-every 100 --threads 2 --no-bf16 ;;
 export)
     part=${3:?vq, base or sft}
     rm -rf "$ASSETS/$part"
-    thinkdraw train export "$RUNS/$part/checkpoint" "$ASSETS/$part" --dtype float16 ;;
+    thinkdraw train export "$RUNS/$part/checkpoint" "$ASSETS/$part" --dtype float16 ${4:+--cfg-scale "$4"} ;;
 *)
     echo "unknown stage $STAGE: vq, base, sft or export" >&2; exit 2 ;;
 esac
