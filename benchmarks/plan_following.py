@@ -6,8 +6,8 @@ temperature x CFG scale asked for:
 - box hit rate: the share of planned objects found by the exact detector with the planned shape and
   colour at IoU >= 0.5 with the planned box;
 - extra objects per image: detections that match no planned object (same shape and colour, IoU >= 0.5).
-With the model's own plans (think, default sampling; `--reasoning plan rationale` also scores its own
-rationales, GenEval only): parse rate, check_plan pass rate per task
+With the model's own plans (think, at the first temperature and CFG scale given; `--reasoning plan
+rationale` also scores its own rationales, GenEval only): parse rate, check_plan pass rate per task
 (semantic, and semantic + spatial), and the share of planned boxes that are square in pixels (every
 world box is).
 
@@ -112,6 +112,7 @@ def own_plans(policy, records, indices, args, reasoning: str = "plan") -> dict:
             [records[i]["prompt"] for i in chunk],
             n=args.images_per_prompt,
             seed=args.seed,
+            settings=SamplingSettings(cfg_scale=args.cfg_scales[0], temperature=args.temperatures[0]),
             indices=[indices[i] for i in chunk],
             reasoning=reasoning,
         )
@@ -154,6 +155,7 @@ def main() -> None:
     parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0])
     parser.add_argument("--cfg-scales", type=float, nargs="+", default=[5.0])
     parser.add_argument("--reasoning", nargs="*", default=["plan"], help="own reasoning to score: plan, rationale")
+    parser.add_argument("--skip-given", action="store_true", help="only the model's own reasoning")
     parser.add_argument("--batch", type=int, default=4, help="prompts sampled together")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -172,7 +174,7 @@ def main() -> None:
         "images_per_prompt": args.images_per_prompt,
     }
     report["given_plans"] = []
-    for temperature in args.temperatures:
+    for temperature in [] if args.skip_given else args.temperatures:
         for cfg in args.cfg_scales:
             began = time.perf_counter()
             result = given_plans(

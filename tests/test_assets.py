@@ -17,10 +17,10 @@ from thinkdraw.world.train_vq import roundtrip_accuracy
 torch.set_num_threads(1)
 
 
-def test_three_checkpoints_within_25_mb():
+def test_three_checkpoints_within_40_mb():
     assert sorted(p.name for p in ASSETS.iterdir() if p.is_dir()) == ["base", "sft", "vq"]
     size = sum(f.stat().st_size for f in ASSETS.rglob("*") if f.is_file())
-    assert size <= 25 * 2**20, f"{size / 2**20:.1f} MiB"
+    assert size <= 40 * 10**6, f"{size / 10**6:.1f} MB"  # the budget for shipped assets
     assert [read_meta(ASSETS / p)["kind"] for p in ("vq", "base", "sft")] == ["vq", "policy-base", "policy-sft"]
     assert not any(ASSETS.rglob("trainer.safetensors"))  # no optimizer state shipped
 
