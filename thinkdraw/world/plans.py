@@ -35,6 +35,3 @@ def check_world_words(plan: Plan) -> Plan:
         world_words_of(obj, number)
     return plan
 
-
-def pixel_boxes(plan: Plan) -> list[tuple[float, float, float, float]]:
-    return [o.pixel_box(CANVAS) for o in plan.objects]
