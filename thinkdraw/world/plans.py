@@ -34,4 +34,3 @@ def check_world_words(plan: Plan) -> Plan:
     for number, obj in enumerate(plan.objects, start=1):
         world_words_of(obj, number)
     return plan
-
