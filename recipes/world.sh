@@ -16,6 +16,10 @@
 # What ran for the shipped models (all on this 2-core CPU; no GPU was lent):
 #   vq and base: two stops before this one (the VQ 26 min, base 2500 steps); unchanged since.
 #   sft chunk 1: `recipes/world.sh sft /work/runs thinkdraw/assets/base`, then `export /work/runs sft`.
+#   sft chunk 2: `recipes/world.sh sft /work/runs thinkdraw/assets/sft 3e-4 650 22` (577 steps in 22 min), then
+#                `export /work/runs sft 2`.
+#   sft chunk 3: `recipes/world.sh sft /work/runs thinkdraw/assets/sft 3e-4 2300 85` (all 2300 steps, 72.7 min;
+#                final loss 0.266: text CE 0.91, image CE 0.13 nats/token), then `export /work/runs sft 2`.
 # A chunk's weights are committed when it ends (thinkdraw/assets/sft), so an interrupted session loses at most
 # one chunk; rerunning the same commands reproduces the shipped model.
 # One run at a time on both cores: two side by side on one thread each took about 5 s a step each. Policies
