@@ -228,10 +228,11 @@ def test_every_subject_against_every_target():
     squares = [det("square", (40, 0, 50, 10)), det("square", (40, 40, 50, 50))]
     good = [det("circle", (0, 20, 10, 30)), det("circle", (0, 40, 10, 50))]
     assert judge(SQUARES_RIGHT, squares + good).correct
-    # One circle straight below the first square: one violator fails the clause, reported once.
+    # One circle between the two squares: one violator fails the clause, reported once, against the first target
+    # checked: of the tied squares the one listed last (the official order), which the circle is above.
     bad = [good[0], det("circle", (40, 20, 50, 30), 0.9)]
     verdict = judge(SQUARES_RIGHT, squares + bad)
-    assert verdict.failures == (Failure("position", 1, "expected circle left of target, found below target"),)
+    assert verdict.failures == (Failure("position", 1, "expected circle left of target, found above target"),)
 
 
 def test_only_the_matched_targets_count():
@@ -312,3 +313,16 @@ def test_unknown_class_only_when_classes_given():
     excluded = {**CIRCLE, "exclude": [{"class": "hexagon", "count": 1}]}
     with pytest.raises(MetadataError, match=r"exclude\[0\]: class 'hexagon'"):
         validate_metadata(excluded, SHAPES)
+
+
+def test_tied_scores_count_the_last_listed_first_as_the_official_code_does():
+    # The official code takes np.argsort(scores)[::-1]: of two equally confident circles, the second one listed
+    # is the "most confident", so a one-circle colour clause reads its colour, not the first one's.
+    red = Detection("circle", (0, 0, 10, 10), 0.8, "red")
+    blue = Detection("circle", (20, 0, 30, 10), 0.8, "blue")
+    record = {"tag": "colors", "include": [{"class": "circle", "count": 1, "color": "blue"}]}
+    assert judge(record, [red, blue]).correct
+    assert not judge(record, [blue, red]).correct
+    assert group_detections([red, blue], "colors")["circle"] == [blue, red]
+    # a higher score still wins whatever the order
+    assert group_detections([Detection("circle", (0, 0, 1, 1), 0.9, "red"), blue], "colors")["circle"][0].color == "red"

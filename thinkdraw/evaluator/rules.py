@@ -71,10 +71,15 @@ def relations(a: tuple[float, ...], b: tuple[float, ...]) -> set[str]:
 
 
 def group_detections(detections: list[Detection], tag: str) -> dict[str, list[Detection]]:
-    """Per class, the detections above the task's threshold, most confident first, at most 16."""
+    """Per class, the detections above the task's threshold, most confident first, at most 16.
+
+    Ties go as in the official code, which reverses an ascending argsort of the scores (stable for the few
+    detections of a class): of equally confident detections the one listed last counts as the most confident.
+    """
     threshold = COUNTING_THRESHOLD if tag == "counting" else THRESHOLD
     grouped: dict[str, list[Detection]] = {}
-    for det in sorted(detections, key=lambda d: -d.score):
+    order = sorted(range(len(detections)), key=lambda i: detections[i].score)  # ascending, stable
+    for det in (detections[i] for i in reversed(order)):
         if det.score > threshold and len(grouped.setdefault(det.label, [])) < MAX_OBJECTS:
             grouped[det.label].append(det)
     return {label: dets for label, dets in grouped.items() if dets}
