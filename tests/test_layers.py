@@ -14,7 +14,19 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "thinkdraw"
 
-GENERIC = {"errors", "plan", "evaluator", "engine", "checkpoint", "runtime", "policy", "trainers", "configs", "viz"}
+GENERIC = {
+    "errors",
+    "plan",
+    "evaluator",
+    "engine",
+    "checkpoint",
+    "runtime",
+    "policy",
+    "judges",
+    "trainers",
+    "configs",
+    "viz",
+}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "viz": set(),
@@ -25,6 +37,8 @@ ALLOWED: dict[str, set[str]] = {
     "runtime": {"errors"},
     "configs": {"errors", "plan", "engine", "runtime", "checkpoint"},
     "policy": {"errors", "plan", "engine", "checkpoint", "runtime"},
+    "judges": {"errors", "plan"},
+    "rewards": {"errors", "plan", "evaluator", "judges"},
     "trainers": {"errors", "plan", "engine", "checkpoint", "runtime", "policy", "configs"},
     "world": GENERIC,  # the environment plugs into every generic part
     "cli": GENERIC | {"world"},
