@@ -367,3 +367,42 @@ def test_position_tokens_are_never_written(model):
     assert not any(token in POSITIONED.image_positions for t in r.think_ids for token in t)
     assert all(torch.isfinite(x).all() for x in think)
     assert all(torch.isneginf(x[:, positions]).all() for x in text_logits)
+
+
+# 7: pruning (PARM) ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cfg_scale", [1.0, 3.0])
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_pruned_rows_stop_and_the_others_draw_as_before(model, cfg_scale, use_cache):
+    settings = SamplingSettings(**{**SETTINGS.__dict__, "cfg_scale": cfg_scale})
+    full = run(model, settings=settings, use_cache=use_cache)
+    seen = []
+
+    def prune(k, ids):
+        seen.append(ids.shape)
+        if k == 3:
+            return torch.tensor([True, False, True, True])
+        if k == 5:
+            return torch.tensor([False, True, True, False])  # row 1 stays pruned whatever the mask says
+        return None
+
+    pruned = run(model, settings=settings, use_cache=use_cache, on_image_step=prune)
+    assert pruned.drawn == [5, 3, N_IMAGE, 5]
+    assert all(shape[0] == 4 for shape in seen) and len(seen) == N_IMAGE
+    assert pruned.think_ids == full.think_ids
+    for i, n in enumerate(pruned.drawn):
+        assert torch.equal(pruned.image_ids[i, :n], full.image_ids[i, :n])  # the same draws up to the cut
+        assert max_diff(pruned.image_logprobs[i, :n], full.image_logprobs[i, :n]) < 1e-4
+        assert not pruned.image_ids[i, n:].any() and not pruned.image_logprobs[i, n:].any()
+
+
+def test_pruning_every_row_ends_the_loop(model):
+    calls = []
+
+    def prune_all(k, ids):
+        calls.append(k)
+        return torch.zeros(4, dtype=torch.bool)
+
+    r = run(model, on_image_step=prune_all)
+    assert calls == [1] and r.drawn == [1, 1, 1, 1]

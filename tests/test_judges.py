@@ -121,6 +121,8 @@ def test_every_question_has_its_own_text_and_partial_ones_say_how_much_is_drawn(
     for question in ("process", "clarity", "potential"):
         assert "25 percent" in texts[question]
     assert "star (0,0),(500,500)" in texts["semantic"]
-    assert score_text(q) != feedback_text(q)
+    assert len({score_text(q), score_text(q, "semantic"), score_text(q, "spatial"), feedback_text(q)}) == 4
+    with pytest.raises(JudgeError, match="no 0-10 rating"):
+        score_text(q, "clarity")
     with pytest.raises(JudgeError, match="unknown question 'beauty'"):
         check_question("beauty")

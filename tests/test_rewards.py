@@ -41,8 +41,9 @@ class ScriptedJudge:
         self._check(queries)
         return [self.answers[(question, q.prompt)] for q in queries]
 
-    def score(self, queries):
-        raise NotImplementedError
+    def score(self, queries, question="outcome"):
+        self._check(queries)
+        return [10 * self.answers[(question, q.prompt)] for q in queries]
 
     def ground(self, queries, phrases):
         self._check(queries)
@@ -172,3 +173,13 @@ def test_queries_carry_prompt_image_and_plan():
 
     prompt_image_reward(Spy({}))([sample("a")])
     assert got == [Query("a", IMAGE, PLAN)]
+
+
+def test_rewards_judged_by_a_0_to_10_rating_as_in_got_r1():
+    yes = {("outcome", "a"): 0.7, ("semantic", "a"): 0.9, ("spatial", "a"): 0.5}
+    judge = ScriptedJudge(yes, {"red circle": (100, 100, 300, 300), "blue square": (600, 600, 900, 900)})
+    (score,) = build_reward("got", judge, judged_by="score")([sample("a")])
+    assert score.value == pytest.approx(0.7 * (0.9 + 0.5) / 2)
+    assert "7/10 on the outcome question" in prompt_image_reward(judge, "score")([sample("a")])[0].reason
+    with pytest.raises(RewardError, match="judged_by 'votes'"):
+        build_reward("pi", judge, judged_by="votes")

@@ -79,6 +79,7 @@ class Rollout:
     image_ids: Tensor  # [B, N] long
     think_logprobs: list[Tensor]  # per row [len(think_ids[i]) (+1 when boi was sampled)]
     image_logprobs: Tensor  # [B, N] under the processed (CFG'd, tempered, top-k'd) distribution
+    drawn: list[int]  # per row, image tokens drawn: N, or fewer where on_image_step pruned the row (rest 0)
 
     @property
     def boi_sampled(self) -> list[bool]:
@@ -239,6 +240,15 @@ class _Stream:
         out = self.lm(inputs_embeds=self.embeds, attention_mask=self.mask, position_ids=positions, use_cache=False)
         return out.last_hidden_state[:, -T:]
 
+    def select(self, rows: Tensor) -> None:
+        """Keep only these rows (a 1-D index), in this order: the KV cache shrinks with them."""
+        self.mask = self.mask[rows]
+        if self.cache is not None:
+            kv = [(layer.keys[rows], layer.values[rows]) for layer in self.cache.layers]  # [R', h, S, d]
+            self.cache = DynamicCache(ddp_cache_data=kv, config=self.lm.config)
+        else:
+            self.embeds = self.embeds[rows]
+
     def stack(self, other: _Stream) -> _Stream:
         """Rows of self above rows of other (equal lengths): the [cond; uncond] batch of CFG."""
         both = _Stream.__new__(_Stream)
@@ -309,13 +319,16 @@ def generate(
     num_image_tokens: int,
     use_cache: bool = True,
     plan_ids: list[list[int]] | None = None,
-    on_image_step: Callable[[int, Tensor], None] | None = None,
+    on_image_step: Callable[[int, Tensor], Tensor | None] | None = None,
     layout_of: Callable[[list[list[int]]], Layout | None] | None = None,
 ) -> Rollout:
     """Sample a plan (think=True, unless plan_ids gives it), then num_image_tokens image tokens after boi.
 
     use_cache=False recomputes the whole sequence at every step (slow; the reference for tests).
-    on_image_step(k, image_ids[:, :k]) is called after each image step k = 1..N.
+    on_image_step(k, image_ids[:, :k]) is called after each image step k = 1..N with all B rows (a pruned row
+    keeps what it had drawn); it may return a bool keep-mask [B]: rows it turns False stop here (PARM's
+    pruning), their cache rows are dropped, and no more compute goes to them; the rest sample exactly as they
+    would have (each row draws from its own generator). Rollout.drawn says how far each row got.
     layout_of(plans) gives the plan-guided positions of the plans once they are written (None: none)."""
     B = len(prompt_ids)
     if len(generators) != B or B == 0 or any(len(p) == 0 for p in prompt_ids):
@@ -364,20 +377,35 @@ def generate(
     layout = layout_of(think_ids) if layout_of is not None else None
     image_ids = torch.zeros(B, num_image_tokens, dtype=torch.long, device=ids.device)
     image_logprobs = torch.zeros(B, num_image_tokens, dtype=logp_dtype, device=ids.device)
+    drawn = [num_image_tokens] * B
+    alive = torch.arange(B, device=ids.device)  # the rows still drawing, in stream order
     h = hidden[:, -1]  # [R, H]
     for k in range(num_image_tokens):
-        logits = _guided_image_logits(model, h, B, settings.cfg_scale)  # [B, V_img]
-        for i in range(B):
-            token, logp = sample_next_token(logits[i], generators[i], settings.temperature, settings.top_k)
+        logits = _guided_image_logits(model, h, len(alive), settings.cfg_scale)  # [b, V_img]
+        for j, i in enumerate(alive.tolist()):
+            token, logp = sample_next_token(logits[j], generators[i], settings.temperature, settings.top_k)
             image_ids[i, k], image_logprobs[i, k] = token, logp
         if on_image_step is not None:
-            on_image_step(k + 1, image_ids[:, : k + 1].clone())
+            keep = on_image_step(k + 1, image_ids[:, : k + 1].clone())
+            if keep is not None and not bool(keep[alive].all()):
+                kept = keep[alive].nonzero()[:, 0]  # [b'] places in the stream of the rows that go on
+                for i in alive[keep[alive].logical_not()].tolist():
+                    drawn[i] = k + 1
+                alive = alive[kept]
+                if len(alive) == 0:
+                    break
+                if k + 1 < num_image_tokens:
+                    rows = torch.cat([kept, kept + len(h) // 2]) if guided else kept  # [cond; uncond] halves
+                    stream.select(rows)
+                    h = h[rows]
+                    layout = None if layout is None else Layout(layout.ids[kept], layout.mask[kept])
         if k + 1 < num_image_tokens:
-            e = image_embeddings(model, image_ids[:, k : k + 1], k, special)  # [B, 1, H]
+            e = image_embeddings(model, image_ids[alive, k : k + 1], k, special)  # [b, 1, H]
             cond = e if layout is None else e + layout_rows(model, layout, k + 1, 1)
             e = torch.cat([cond, e]) if guided else cond  # [R, 1, H]: no layout without the plan
-            h = stream.feed(e, torch.ones_like(mask[:, :1]))[:, -1]  # [R, H]
-    return Rollout([list(p) for p in prompt_ids], think_ids, image_ids, think_logprobs, image_logprobs)
+            h = stream.feed(e, torch.ones_like(mask[: len(e), :1]))[:, -1]  # [R, H]
+    prompts = [list(p) for p in prompt_ids]
+    return Rollout(prompts, think_ids, image_ids, think_logprobs, image_logprobs, drawn)
 
 
 # -- teacher forcing --------------------------------------------------------------------------------------------

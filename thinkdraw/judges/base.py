@@ -4,7 +4,7 @@ A judge looks at a query (the prompt, an image or a partial image, optionally th
 four kinds of question:
 
     yes(queries, question)   -> P(yes) per query, for a yes/no question (QUESTIONS)
-    score(queries)           -> a 0-10 rating per query
+    score(queries, question) -> a 0-10 rating per query (outcome, semantic or spatial)
     ground(queries, phrases) -> the box of the named object per query, on the plan grid, or None if not seen
     feedback(queries)        -> one sentence per query naming what is wrong ("" when nothing is)
 
@@ -55,7 +55,7 @@ class Query:
 class Judge(Protocol):
     def yes(self, queries: Sequence[Query], question: str = "outcome") -> list[float]: ...
 
-    def score(self, queries: Sequence[Query]) -> list[float]: ...
+    def score(self, queries: Sequence[Query], question: str = "outcome") -> list[float]: ...
 
     def ground(self, queries: Sequence[Query], phrases: Sequence[str]) -> list[Box | None]: ...
 

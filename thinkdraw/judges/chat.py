@@ -85,8 +85,8 @@ class ChatJudge:
         answers = self._ask([Turn(question_text(q, question), q.image) for q in queries], max_tokens=1)
         return [_yes(a) for a in answers]
 
-    def score(self, queries: Sequence[Query]) -> list[float]:
-        answers = self._ask([Turn(score_text(q), q.image) for q in queries], SCORE_TOKENS)
+    def score(self, queries: Sequence[Query], question: str = "outcome") -> list[float]:
+        answers = self._ask([Turn(score_text(q, question), q.image) for q in queries], SCORE_TOKENS)
         return [parse_score(a.text) for a in answers]
 
     def ground(self, queries: Sequence[Query], phrases: Sequence[str]) -> list[Box | None]:

@@ -7,7 +7,7 @@ grid (or "none"), or one sentence of feedback ("nothing" when the image is right
 
 from __future__ import annotations
 
-from thinkdraw.judges.base import Query, check_question
+from thinkdraw.judges.base import JudgeError, Query, check_question
 
 YES_NO = "Answer yes or no."
 
@@ -43,8 +43,23 @@ def question_text(query: Query, question: str) -> str:
     return f"{request} The picture shows the planned boxes. Are they placed as the request says? {YES_NO}"
 
 
-def score_text(query: Query) -> str:
-    return f"{_request(query)} How well does the picture show it, from 0 to 10? Answer with one number."
+SCORED = ("outcome", "semantic", "spatial")  # the questions a judge can also answer with a 0-10 rating
+
+
+def score_text(query: Query, question: str = "outcome") -> str:
+    """The 0-10 rating of GoT-R1's rewards: of the image (outcome), the plan's text (semantic) or the plan's
+    boxes drawn on a canvas (spatial)."""
+    request, scale = _request(query), "from 0 to 10? Answer with one number."
+    if question == "outcome":
+        return f"{request} How well does the picture show it, {scale}"
+    if question == "semantic":
+        return (
+            f'{request} The plan is "{query.plan}". How well does the plan name every object the request asks for, '
+            f"with the right counts and colours, {scale}"
+        )
+    if question == "spatial":
+        return f"{request} The picture shows the planned boxes. How well are they placed as the request says, {scale}"
+    raise JudgeError(f"the {question!r} question has no 0-10 rating: rate one of {', '.join(SCORED)}")
 
 
 def ground_text(query: Query, phrase: str) -> str:

@@ -59,6 +59,7 @@ class Candidate:
     plan_ids: list[int]  # the plan's tokens ([] without thinking): with boi_sampled, what logprobs() takes
     boi_sampled: bool  # whether the plan ended by sampling [boi] (not by the length cap)
     reasoning: str | None = None  # "plan" or "rationale": what `plan` holds; None without thinking
+    drawn: int | None = None  # image tokens drawn, when on_image_step pruned it early (the image is partial)
 
 
 class Policy:
@@ -187,7 +188,9 @@ class Policy:
         Candidate j of prompt k is seeded by (seed, indices[k] * n + j); `indices` (default 0, 1, ...) are the
         prompts' places in a larger run, so that a prompt's candidates do not depend on how the run is batched.
         `plans` (one per prompt, needs think): draw after these plans instead of writing them (GoT's editing).
-        `reasoning`: what thinking writes, "plan" (GoT-R1's boxes) or "rationale" (ReasonGen-R1's sentences)."""
+        `reasoning`: what thinking writes, "plan" (GoT-R1's boxes) or "rationale" (ReasonGen-R1's sentences).
+        `on_image_step(k, image_ids[:, :k])` may return a keep-mask over the rows to stop some early (the
+        engine's pruning); a stopped candidate's image shows what it drew (`drawn` tokens)."""
         if plans is not None and (not think or len(plans) != len(prompts)):
             raise ValueError("plans needs think=True and one plan per prompt")
         if reasoning not in REASONING:
@@ -199,7 +202,11 @@ class Policy:
         rollout = self._rollout(
             rows, think, seed, settings or SamplingSettings(), row_plans, on_image_step, row_ids, reasoning
         )
-        images = self.decode(rollout.image_ids)
+        shown = rollout.image_ids.clone()
+        for i, n in enumerate(rollout.drawn):
+            if n < self.num_image_tokens:  # pruned: what it drew, the rest empty
+                shown[i, n:] = self.blank_token()
+        images = self.decode(shown)
         boi_sampled = rollout.boi_sampled
         return [
             Candidate(
@@ -212,6 +219,7 @@ class Policy:
                 plan_ids=rollout.think_ids[i],
                 boi_sampled=boi_sampled[i],
                 reasoning=reasoning if think else None,
+                drawn=rollout.drawn[i] if rollout.drawn[i] < self.num_image_tokens else None,
             )
             for i, row in enumerate(rows)
         ]

@@ -103,20 +103,30 @@ def _plan_of(sample: Sample):
         return Score(0.0, f"the plan does not parse: {e}")
 
 
-def _yes_reward(judge: Judge, question: str, query_of) -> Reward:
+JUDGED_BY = ("yes", "score")  # P(yes) of a yes/no question, or a 0-10 rating / 10 (GoT-R1's choice)
+
+
+def _judged_reward(judge: Judge, question: str, query_of, judged_by: str) -> Reward:
+    if judged_by not in JUDGED_BY:
+        raise RewardError(f"judged_by {judged_by!r}: choose one of {', '.join(JUDGED_BY)}")
+
     def reward(samples: Sequence[Sample]) -> list[Score]:
-        answer = lambda queries: judge.yes(queries, question)  # noqa: E731
-        return _judged(samples, query_of, answer, lambda p: Score(p, f"P(yes) to the {question} question"))
+        if judged_by == "yes":
+            answer = lambda queries: judge.yes(queries, question)  # noqa: E731
+            return _judged(samples, query_of, answer, lambda p: Score(p, f"P(yes) to the {question} question"))
+        answer = lambda queries: judge.score(queries, question)  # noqa: E731
+        return _judged(samples, query_of, answer, lambda v: Score(v / 10, f"{v:g}/10 on the {question} question"))
 
     return reward
 
 
-def prompt_image_reward(judge: Judge) -> Reward:
-    """GoT-R1's R_PI: does the image show what the prompt asks for (the judge's P(yes))."""
-    return _yes_reward(judge, "outcome", lambda s: _needs_image(s) or Query(s.prompt, s.image, s.reasoning))
+def prompt_image_reward(judge: Judge, judged_by: str = "yes") -> Reward:
+    """GoT-R1's R_PI: does the image show what the prompt asks for."""
+    query = lambda s: _needs_image(s) or Query(s.prompt, s.image, s.reasoning)  # noqa: E731
+    return _judged_reward(judge, "outcome", query, judged_by)
 
 
-def semantic_reward(judge: Judge) -> Reward:
+def semantic_reward(judge: Judge, judged_by: str = "yes") -> Reward:
     """GoT-R1's R_sem: does the reasoning name every object the prompt asks for (text only)."""
 
     def query(s: Sample):
@@ -124,10 +134,10 @@ def semantic_reward(judge: Judge) -> Reward:
             return Score(None, "no reasoning was written")
         return Query(s.prompt, None, s.reasoning)
 
-    return _yes_reward(judge, "semantic", query)
+    return _judged_reward(judge, "semantic", query, judged_by)
 
 
-def spatial_reward(judge: Judge, canvas: int = 256) -> Reward:
+def spatial_reward(judge: Judge, judged_by: str = "yes", canvas: int = 256) -> Reward:
     """GoT-R1's R_spa: the plan's boxes drawn on a blank canvas, judged for their placement."""
 
     def query(s: Sample):
@@ -136,7 +146,7 @@ def spatial_reward(judge: Judge, canvas: int = 256) -> Reward:
             return plan
         return Query(s.prompt, draw_plan(plan, canvas), s.reasoning)
 
-    return _yes_reward(judge, "spatial", query)
+    return _judged_reward(judge, "spatial", query, judged_by)
 
 
 def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -182,9 +192,10 @@ def region_reward(judge: Judge) -> Reward:
     return reward
 
 
-def binary_reward(judge: Judge, threshold: float = 0.5) -> Reward:
-    """ReasonGen-R1's reward: 1 when the judge says the image meets every requirement of the prompt, else 0."""
-    outcome = prompt_image_reward(judge)
+def binary_reward(judge: Judge, judged_by: str = "yes", threshold: float = 0.5) -> Reward:
+    """ReasonGen-R1's reward: 1 when the judge says the image meets every requirement of the prompt, else 0
+    (P(yes) >= threshold; the judge's own word when it answers as text)."""
+    outcome = prompt_image_reward(judge, judged_by)
 
     def reward(samples: Sequence[Sample]) -> list[Score]:
         return [
@@ -255,10 +266,13 @@ JUDGED = {
 NAMES = (*JUDGED, "geneval", "got")
 
 
-def build_reward(spec: str, judge: Judge | None = None, detector: Detector | None = None) -> Reward:
+def build_reward(
+    spec: str, judge: Judge | None = None, detector: Detector | None = None, judged_by: str = "yes"
+) -> Reward:
     """A reward from its spec: a name (NAMES), a product "a*b", or a weighted sum "0.7*pi+0.3*geneval".
 
-    "got" is GoT-R1's pi * (sem + spa) / 2 * ri. Judged rewards need `judge`, "geneval" needs `detector`.
+    "got" is GoT-R1's pi * (sem + spa) / 2 * ri. Judged rewards need `judge`, "geneval" needs `detector`;
+    judged_by: the judge's P(yes) ("yes") or its 0-10 rating ("score", GoT-R1's; not for ri).
     """
 
     def named(name: str) -> Reward:
@@ -273,7 +287,7 @@ def build_reward(spec: str, judge: Judge | None = None, detector: Detector | Non
             raise RewardError(f"unknown reward {name!r} in {spec!r}: choose from {', '.join(NAMES)}")
         if judge is None:
             raise RewardError(f"the {name} reward needs a judge (--judge)")
-        return JUDGED[name](judge)
+        return region_reward(judge) if name == "ri" else JUDGED[name](judge, judged_by)
 
     terms = [t.strip() for t in spec.split("+")]
     if not spec.strip() or not all(terms):
