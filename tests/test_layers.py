@@ -23,6 +23,8 @@ GENERIC = {
     "runtime",
     "policy",
     "judges",
+    "rewards",
+    "verifiers",
     "trainers",
     "configs",
     "viz",
@@ -39,6 +41,7 @@ ALLOWED: dict[str, set[str]] = {
     "policy": {"errors", "plan", "engine", "checkpoint", "runtime"},
     "judges": {"errors", "plan"},
     "rewards": {"errors", "plan", "evaluator", "judges"},
+    "verifiers": {"errors", "plan", "engine", "policy", "judges"},
     "trainers": {"errors", "plan", "engine", "checkpoint", "runtime", "policy", "configs"},
     "world": GENERIC,  # the environment plugs into every generic part
     "cli": GENERIC | {"world"},

@@ -259,7 +259,8 @@ class Policy:
         return self._empty
 
     def decode_partial(self, image_ids: torch.Tensor, step: int) -> list[Image.Image]:
-        """Images from the first `step` tokens of each row (raster order), the rest left empty."""
-        partial = image_ids.clone()
-        partial[:, step:] = self.blank_token()
+        """Images from the first `step` tokens of each row (raster order; image_ids [B, >= step]), the rest
+        left empty."""
+        partial = image_ids.new_full((image_ids.shape[0], self.num_image_tokens), self.blank_token())
+        partial[:, :step] = image_ids[:, :step]
         return self.decode(partial)

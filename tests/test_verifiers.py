@@ -1,0 +1,123 @@
+"""Verifiers over a tiny world policy and a scripted judge: the pick, the pruning, its replay, the fall back."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import tiny_policy
+
+from thinkdraw.engine.settings import SamplingSettings
+from thinkdraw.errors import ThinkdrawError
+from thinkdraw.verifiers import VerifierSettings, check_steps, replay, verify
+
+torch.set_num_threads(1)
+SAMPLING = SamplingSettings(cfg_scale=2.0, max_think_tokens=6)
+PROMPTS = ["a photo of a red circle", "a photo of two blue squares"]
+
+
+class PixelJudge:
+    """P(yes) from the pixels, so every answer is a fixed function of the image: outcome/process from the mean
+    red level; clarity once `clear_at` of the image is drawn; potential from the partial image's mean's 2nd digit."""
+
+    def __init__(self, clear_at: float = 0.4, potential=None):
+        self.clear_at, self.potential_of = clear_at, potential or (lambda m: m)
+        self.asked: list[tuple[str, int]] = []
+
+    @staticmethod
+    def mean(image) -> float:
+        return float(np.asarray(image, dtype=np.float64)[..., 0].mean() / 255)
+
+    def yes(self, queries, question="outcome"):
+        self.asked += [(question, round(100 * q.progress)) for q in queries]
+        if question == "clarity":
+            return [1.0 if q.progress >= self.clear_at else 0.0 for q in queries]
+        if question == "potential":
+            return [self.potential_of(100 * self.mean(q.image) % 1) for q in queries]
+        return [self.mean(q.image) for q in queries]
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return tiny_policy()
+
+
+def test_check_steps_spread_over_the_image_and_never_at_the_end():
+    assert check_steps(64, 3) == [16, 32, 47]
+    assert check_steps(256, 8)[-1] < 256 and len(check_steps(256, 8)) == 8
+    assert check_steps(4, 8) == [1, 2, 3]
+
+
+def test_best_of_n_picks_the_judges_favourite_among_plain_samples(policy):
+    settings = VerifierSettings(n=4)
+    picks = verify("bon", policy, PixelJudge(), PROMPTS, settings, SAMPLING, seed=3)
+    plain = policy.generate(PROMPTS, n=4, seed=3, settings=SAMPLING)
+    for g, pick in enumerate(picks):
+        mine = plain[4 * g : 4 * g + 4]
+        assert [torch.equal(a.image_tokens, b.image_tokens) for a, b in zip(pick.candidates, mine, strict=True)] == [
+            True
+        ] * 4
+        expected = [PixelJudge.mean(c.image) for c in mine]
+        assert pick.scores == pytest.approx(expected)
+        assert pick.chosen == int(np.argmax(expected))
+        assert pick.image_tokens == 4 * policy.num_image_tokens
+
+
+def test_parm_prunes_for_real_and_its_replay_agrees(policy):
+    settings = VerifierSettings(n=6, checks=4)
+    prune_half = lambda m: float(m >= 0.5)  # noqa: E731
+    judge = PixelJudge(potential=prune_half)
+    picks = verify("parm", policy, judge, PROMPTS, settings, SAMPLING, seed=1)
+    stopped = [c.drawn for p in picks for c in p.candidates if c.drawn is not None]
+    assert stopped, "the scripted judge should stop some paths"
+    N = policy.num_image_tokens
+    for pick in picks:
+        assert pick.image_tokens == sum(N if c.drawn is None else c.drawn for c in pick.candidates) < 6 * N
+        assert all((s is None) == (c.drawn is not None) for s, c in zip(pick.scores, pick.candidates, strict=True))
+        assert pick.candidates[pick.chosen].drawn is None
+    # each path was asked for potential exactly once, at its first clear step (progress >= 40%)
+    first_clear = min(k for k in check_steps(N, 4) if k / N >= 0.4)
+    assert {p for q, p in judge.asked if q == "potential"} == {round(100 * first_clear / N)}
+    assert sum(q == "potential" for q, _ in judge.asked) == 12
+    full = policy.generate(PROMPTS, n=6, seed=1, settings=SAMPLING)
+    replayed = replay("parm", policy, PixelJudge(potential=prune_half), full, settings)
+    for a, b in zip(picks, replayed, strict=True):
+        assert (a.chosen, a.image_tokens, a.events) == (b.chosen, b.image_tokens, b.events)
+        assert a.scores == pytest.approx(b.scores)
+        assert [c.drawn for c in a.candidates] == [c.drawn for c in b.candidates]
+        for c, d in zip(a.candidates, b.candidates, strict=True):
+            n = N if c.drawn is None else c.drawn
+            assert torch.equal(c.image_tokens[:n], d.image_tokens[:n])
+
+
+def test_parm_stops_no_path_when_it_would_stop_them_all(policy):
+    settings = VerifierSettings(n=3, checks=4)
+    hopeless = PixelJudge(potential=lambda m: 0.0)
+    (pick,) = verify("parm", policy, hopeless, PROMPTS[:1], settings, SAMPLING)
+    (bon,) = verify("bon", policy, PixelJudge(), PROMPTS[:1], settings, SAMPLING)
+    assert all(c.drawn is None for c in pick.candidates)
+    assert pick.chosen == bon.chosen and pick.image_tokens == 3 * policy.num_image_tokens
+    assert pick.events and "none stopped" in pick.events[0]
+
+
+def test_prm_keeps_the_better_half_at_each_check(policy):
+    settings = VerifierSettings(n=8, checks=2, keep=0.5)
+    judge = PixelJudge()
+    (pick,) = verify("prm", policy, judge, PROMPTS[:1], settings, SAMPLING, seed=2)
+    finished = [c for c in pick.candidates if c.drawn is None]
+    assert len(finished) == math.ceil(math.ceil(8 * 0.5) * 0.5) == 2
+    assert {q for q, _ in judge.asked} == {"process"}
+    full = policy.generate(PROMPTS[:1], n=8, seed=2, settings=SAMPLING)
+    (again,) = replay("prm", policy, PixelJudge(), full, settings)
+    assert (again.chosen, again.image_tokens) == (pick.chosen, pick.image_tokens)
+
+
+def test_bad_verifier_and_settings():
+    with pytest.raises(ThinkdrawError, match="unknown verifier 'beam'"):
+        verify("beam", None, None, PROMPTS, VerifierSettings())
+    with pytest.raises(ThinkdrawError, match="at least 1"):
+        VerifierSettings(n=0)
+    with pytest.raises(ThinkdrawError, match="--keep"):
+        VerifierSettings(keep=0)
