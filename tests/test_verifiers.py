@@ -11,7 +11,8 @@ from tiny_models import tiny_policy
 
 from thinkdraw.engine.settings import SamplingSettings
 from thinkdraw.errors import ThinkdrawError
-from thinkdraw.verifiers import VerifierSettings, check_steps, replay, verify
+from thinkdraw.verifiers.settings import VerifierSettings
+from thinkdraw.verifiers.verify import check_steps, replay, verify
 
 torch.set_num_threads(1)
 SAMPLING = SamplingSettings(cfg_scale=2.0, max_think_tokens=6)
@@ -51,7 +52,7 @@ def test_check_steps_spread_over_the_image_and_never_at_the_end():
 
 
 def test_best_of_n_picks_the_judges_favourite_among_plain_samples(policy):
-    settings = VerifierSettings(n=4)
+    settings = VerifierSettings(candidates=4)
     picks = verify("bon", policy, PixelJudge(), PROMPTS, settings, SAMPLING, seed=3)
     plain = policy.generate(PROMPTS, n=4, seed=3, settings=SAMPLING)
     for g, pick in enumerate(picks):
@@ -66,7 +67,7 @@ def test_best_of_n_picks_the_judges_favourite_among_plain_samples(policy):
 
 
 def test_parm_prunes_for_real_and_its_replay_agrees(policy):
-    settings = VerifierSettings(n=6, checks=4)
+    settings = VerifierSettings(candidates=6, checks=4)
     prune_half = lambda m: float(m >= 0.5)  # noqa: E731
     judge = PixelJudge(potential=prune_half)
     picks = verify("parm", policy, judge, PROMPTS, settings, SAMPLING, seed=1)
@@ -93,7 +94,7 @@ def test_parm_prunes_for_real_and_its_replay_agrees(policy):
 
 
 def test_parm_stops_no_path_when_it_would_stop_them_all(policy):
-    settings = VerifierSettings(n=3, checks=4)
+    settings = VerifierSettings(candidates=3, checks=4)
     hopeless = PixelJudge(potential=lambda m: 0.0)
     (pick,) = verify("parm", policy, hopeless, PROMPTS[:1], settings, SAMPLING)
     (bon,) = verify("bon", policy, PixelJudge(), PROMPTS[:1], settings, SAMPLING)
@@ -103,7 +104,7 @@ def test_parm_stops_no_path_when_it_would_stop_them_all(policy):
 
 
 def test_prm_keeps_the_better_half_at_each_check(policy):
-    settings = VerifierSettings(n=8, checks=2, keep=0.5)
+    settings = VerifierSettings(candidates=8, checks=2, keep=0.5)
     judge = PixelJudge()
     (pick,) = verify("prm", policy, judge, PROMPTS[:1], settings, SAMPLING, seed=2)
     finished = [c for c in pick.candidates if c.drawn is None]
@@ -118,6 +119,6 @@ def test_bad_verifier_and_settings():
     with pytest.raises(ThinkdrawError, match="unknown verifier 'beam'"):
         verify("beam", None, None, PROMPTS, VerifierSettings())
     with pytest.raises(ThinkdrawError, match="at least 1"):
-        VerifierSettings(n=0)
+        VerifierSettings(candidates=0)
     with pytest.raises(ThinkdrawError, match="--keep"):
         VerifierSettings(keep=0)

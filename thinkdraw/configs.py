@@ -20,6 +20,7 @@ from thinkdraw.engine.settings import SamplingSettings
 from thinkdraw.errors import ThinkdrawError
 from thinkdraw.plan import REASONING
 from thinkdraw.runtime import DEVICES, DTYPES
+from thinkdraw.verifiers.settings import VERIFIERS, VerifierSettings
 
 STAGES = ("base", "sft")
 
@@ -168,6 +169,70 @@ class TrainPolicyConfig:
 
 
 @dataclass
+class TrainJudgeConfig:
+    """Train a world judge (a tiny LLaVA) on the policy's rollouts and spoilt scenes, labelled by the detector."""
+
+    rollouts: list[Path] = option([], "rollout folders (`thinkdraw world rollouts`) to learn from")
+    scenes: int = option(2000, "rendered scenes added (half given one mistake), through the policy's VQ")
+    model: str = option("sft", "the policy whose VQ makes the scenes' images and partial images (sft, base, a path)")
+    out: Path = option(Path("runs/judge"), "run folder: checkpoint/ and log.jsonl go here")
+    steps: int = option(3000, "optimizer steps")
+    batch_size: int = option(32, "examples per batch")
+    lr: float = option(1e-3, "peak learning rate (AdamW), cosine decay after warm-up")
+    warmup: int = option(100, "warm-up steps")
+    hidden: int = option(128, "the judge's language model width")
+    layers: int = option(4, "the judge's language model layers")
+    vision_hidden: int = option(64, "the vision tower's width")
+    vision_layers: int = option(2, "the vision tower's layers")
+    patch: int = option(8, "vision patch size in pixels (64-pixel images)")
+    save_every: int = option(500, "checkpoint every this many steps")
+    max_minutes: float = option(0.0, "stop (and save) after this many minutes; 0: no limit")
+    accumulation: int = option(1, "split each step's batch into this many micro-batches (same update, less memory)")
+    clip: float = option(1.0, "clip the gradient norm to this (0: no clip)")
+    device: str = option("auto", "auto (a GPU when there is one), cpu, cuda or cuda:N")
+    threads: int = option(2, "CPU threads for torch (0: torch's default)")
+    seed: int = option(0, "random seed (data and initialisation)")
+    resume: bool = option(False, "continue from OUT/checkpoint")
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1:
+            raise ThinkdrawError("--steps and --batch-size must be at least 1")
+        for folder in self.rollouts:
+            if not folder.is_dir():
+                raise ThinkdrawError(f"--rollouts {folder}: no such folder")
+        if not self.rollouts and self.scenes < 1:
+            raise ThinkdrawError("nothing to learn from: give --rollouts folders or --scenes N")
+        if 64 % self.patch:
+            raise ThinkdrawError(f"--patch {self.patch} must divide the 64-pixel image")
+        check_steps(self)
+        check_resume(self.resume, self.out)
+
+
+@dataclass
+class ServeJudgeConfig:
+    """Serve a local judge over an OpenAI-compatible API (chat completions with log-probs), as vLLM would."""
+
+    judge: str = option(
+        "world", "the judge: world (the shipped world judge), a local folder, or a hub id", argument=True
+    )
+    host: str = option("127.0.0.1", "address to listen on (0.0.0.0: every interface)")
+    port: int = option(8000, "port to listen on")
+    model_name: str = option("thinkdraw-judge", "the model name the API reports")
+    max_batch: int = option(16, "requests answered in one forward")
+    max_queue: int = option(256, "requests waiting at most; beyond it the server answers 503 (retry later)")
+    log_requests: bool = option(False, "log every request on stderr")
+    device: str = option("auto", "auto (a GPU when there is one), cpu, cuda or cuda:N")
+    threads: int = option(2, "CPU threads for torch (0: torch's default)")
+
+    def __post_init__(self):
+        if not 0 <= self.port <= 65535:
+            raise ThinkdrawError(f"--port {self.port}: choose 0-65535")
+        if self.max_batch < 1 or self.max_queue < 1:
+            raise ThinkdrawError("--max-batch and --max-queue must be at least 1")
+        check_runtime(self.device, self.threads)
+
+
+@dataclass
 class ExportConfig:
     """Copy a trained checkpoint for shipping: weights in a smaller dtype, no optimizer state."""
 
@@ -205,6 +270,9 @@ class GenerateConfig:
     given_plans: bool = option(False, "with --metadata: draw each record after its 'plan' field")
     model: str = option("sft", "shipped world model (sft, base), a local checkpoint folder, or a hub id")
     sampling: SamplingSettings = nested(SamplingSettings)
+    verifier: str = option("none", f"pick each image from -N candidates with a judge: none, {', '.join(VERIFIERS)}")
+    verifying: VerifierSettings = nested(VerifierSettings)
+    judge: str = option("world", "with --verifier: world (the shipped world judge), a folder, a hub id or a server url")
     seed: int = option(0, "random seed")
     batch_size: int = option(16, "rows sampled together")
     device: str = option("auto", "auto (a GPU when there is one), cpu, cuda or cuda:N")
@@ -233,6 +301,15 @@ class GenerateConfig:
         elif self.plan is not None or self.given_plans:
             reject_ignored(self.sampling, text, "when the plan is given (no plan is written)")
             reject_ignored(self, ("reasoning",), "when the plan is given (a given plan is a plan)")
+        if self.verifier not in ("none", *VERIFIERS):
+            raise ThinkdrawError(f"--verifier {self.verifier!r}: choose none, {', '.join(VERIFIERS)}")
+        if self.verifier == "none":
+            reject_ignored(self, ("judge",), "without --verifier")
+            reject_ignored(self.verifying, ("candidates", "checks", "keep", "threshold"), "without --verifier")
+        else:
+            reject_ignored(self, ("plan", "given_plans"), "with --verifier (each candidate writes its own plan)")
+            if self.prompt is not None:
+                reject_ignored(self, ("n",), "with --verifier (the grid shows the -N candidates, the pick marked)")
         if self.dtype not in DTYPES:
             raise ThinkdrawError(f"--dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
         check_runtime(self.device, self.threads)

@@ -66,6 +66,15 @@ def generate(config: GenerateConfig) -> None:
     runtime = Runtime.create(config.device, config.dtype, config.threads)
     path = resolve_model(config.model)
     world = is_world_model(path)
+    judge = None
+    if config.verifier != "none":
+        from thinkdraw.judges.load import load_judge
+        from thinkdraw.world.registry import SHIPPED_JUDGES
+
+        judge = load_judge(str(SHIPPED_JUDGES.get(config.judge, config.judge)), device=runtime.device)
+    if config.metadata is None and judge is not None:
+        _verified_grid(config, load_policy(path, runtime, world), judge, COLORS if world else None)
+        return
     if config.metadata is None:
         plans = [read_plan(config.plan, world).text()] if config.plan is not None else None
         policy = load_policy(path, runtime, world)
@@ -90,24 +99,18 @@ def generate(config: GenerateConfig) -> None:
     given = [_given_plan(config.metadata, i, r, world) for i, r in enumerate(records)] if config.given_plans else None
     policy = load_policy(path, runtime, world)
     todo = [i for i, _ in enumerate(records) if not _done(config.outdir, i, config.images_per_prompt)]
-    per_batch = max(1, config.batch_size // config.images_per_prompt)
+    per_image = config.verifying.candidates if judge is not None else 1
+    per_batch = max(1, config.batch_size // (config.images_per_prompt * per_image))
     with progress_bar("generating", len(todo)) as advance:
         for start in range(0, len(todo), per_batch):
             chunk = todo[start : start + per_batch]
-            candidates = policy.generate(
-                [records[i]["prompt"] for i in chunk],
-                think=config.think,
-                n=config.images_per_prompt,
-                seed=config.seed,
-                settings=config.sampling,
-                indices=chunk,
-                plans=[given[i] for i in chunk] if given is not None else None,
-                reasoning=config.reasoning,
-            )
-            for k, index in enumerate(chunk):
-                mine = candidates[k * config.images_per_prompt : (k + 1) * config.images_per_prompt]
+            plans = [given[i] for i in chunk] if given is not None else None
+            drawn = _images_for(config, policy, judge, records, chunk, plans)
+            for index, (mine, picks) in zip(chunk, drawn, strict=True):
                 folder = write_prompt_folder(config.outdir, index, records[index], [c.image for c in mine])
                 (folder / "plans.json").write_text(json.dumps([c.plan for c in mine], indent=1) + "\n")
+                if picks is not None:
+                    (folder / "verifier.json").write_text(json.dumps(picks, indent=1) + "\n")
             advance(len(chunk))
     typer.echo(f"wrote {len(records)} prompts x {config.images_per_prompt} images to {config.outdir}")
 
@@ -126,3 +129,72 @@ def _done(outdir: Path, index: int, images: int) -> bool:
     """A prompt folder already complete (so an interrupted run picks up where it stopped)."""
     folder = outdir / f"{index:05d}"
     return (folder / "plans.json").is_file() and len(list((folder / "samples").glob("*.png"))) == images
+
+
+def _images_for(config: GenerateConfig, policy, judge, records, chunk: list[int], plans) -> list[tuple[list, list]]:
+    """Per prompt of the chunk: its images_per_prompt candidates, and (with a verifier) what the judge did
+    for each image (the pick among its -N candidates, their scores, the image tokens spent)."""
+    n = config.images_per_prompt
+    prompts = [records[i]["prompt"] for i in chunk]
+    if judge is None:
+        candidates = policy.generate(
+            prompts,
+            think=config.think,
+            n=n,
+            seed=config.seed,
+            settings=config.sampling,
+            indices=chunk,
+            plans=plans,
+            reasoning=config.reasoning,
+        )
+        return [(candidates[k * n : (k + 1) * n], None) for k in range(len(chunk))]
+    from thinkdraw.verifiers.verify import verify
+
+    picks = verify(
+        config.verifier,
+        policy,
+        judge,
+        [p for p in prompts for _ in range(n)],  # each image is the pick of its own -N candidates
+        config.verifying,
+        config.sampling,
+        config.seed,
+        config.think,
+        config.reasoning,
+        indices=[i * n + j for i in chunk for j in range(n)],
+    )
+    out = []
+    for k in range(len(chunk)):
+        mine = picks[k * n : (k + 1) * n]
+        about = [{"chosen": p.chosen, "scores": p.scores, "image_tokens": p.image_tokens} for p in mine]
+        out.append(([p.candidates[p.chosen] for p in mine], about))
+    return out
+
+
+def _verified_grid(config: GenerateConfig, policy, judge, palette) -> None:
+    """One prompt, -N candidates, the judge's pick marked; each cell captioned with its score or its stop."""
+    from thinkdraw.verifiers.verify import verify
+
+    (pick,) = verify(
+        config.verifier,
+        policy,
+        judge,
+        [config.prompt],
+        config.verifying,
+        config.sampling,
+        config.seed,
+        config.think,
+        config.reasoning,
+    )
+    captions = []
+    for i, (c, score) in enumerate(zip(pick.candidates, pick.scores, strict=True)):
+        judged = f"stopped at token {c.drawn}" if score is None else f"P(yes) {score:.2f}"
+        captions.append(f"{'PICK ' if i == pick.chosen else ''}{judged}: {c.plan or c.prompt}")
+        typer.echo(f"[{i}] {judged}{'  <- pick' if i == pick.chosen else ''}  {c.reasoning}: {c.plan}")
+    for event in pick.events:
+        typer.echo(event)
+    total = len(pick.candidates) * policy.num_image_tokens
+    typer.echo(f"{config.verifier}: {pick.image_tokens} of {total} image tokens drawn; pick [{pick.chosen}]")
+    config.output.parent.mkdir(parents=True, exist_ok=True)
+    cells = [_picture(c, palette) for c in pick.candidates]
+    caption_grid(cells, captions, columns=4, cell=256, marked={pick.chosen}).save(config.output)
+    typer.echo(f"wrote {config.output}")

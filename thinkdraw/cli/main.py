@@ -6,9 +6,9 @@ import os
 
 import typer
 
-from thinkdraw.cli import eval_cmds, generate_cmds, train_cmds, world_cmds
+from thinkdraw.cli import eval_cmds, generate_cmds, judge_cmds, train_cmds, world_cmds
 from thinkdraw.cli.config import add_command
-from thinkdraw.configs import GenerateConfig
+from thinkdraw.configs import GenerateConfig, ServeJudgeConfig
 
 app = typer.Typer(
     help="Make autoregressive text-to-image models think before they draw, check their work, and train them.",
@@ -16,6 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 add_command(app, "generate", GenerateConfig, generate_cmds.generate)
+add_command(app, "serve-judge", ServeJudgeConfig, judge_cmds.serve_judge)
 app.add_typer(world_cmds.app, name="world")
 app.add_typer(eval_cmds.app, name="eval")
 app.add_typer(train_cmds.app, name="train")

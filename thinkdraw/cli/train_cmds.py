@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from thinkdraw.cli.config import add_command
-from thinkdraw.configs import ExportConfig, TrainPolicyConfig, TrainVQConfig
+from thinkdraw.configs import ExportConfig, TrainJudgeConfig, TrainPolicyConfig, TrainVQConfig
 
 app = typer.Typer(help="Train the world model's parts.", no_args_is_help=True)
 
@@ -24,6 +24,12 @@ def policy(config: TrainPolicyConfig) -> None:
     train_world_policy(config, echo=typer.echo)
 
 
+def judge(config: TrainJudgeConfig) -> None:
+    from thinkdraw.world.judge_data import train_world_judge
+
+    train_world_judge(config, echo=typer.echo)
+
+
 def export(config: ExportConfig) -> None:
     import torch
 
@@ -36,4 +42,5 @@ def export(config: ExportConfig) -> None:
 
 add_command(app, "vq", TrainVQConfig, vq)
 add_command(app, "policy", TrainPolicyConfig, policy)
+add_command(app, "judge", TrainJudgeConfig, judge)
 add_command(app, "export", ExportConfig, export)

@@ -148,7 +148,41 @@ def vocab(config: WorldVocabConfig) -> None:
     typer.echo(f"({len(words)} words, plus the numbers 0-1000 and punctuation for plan boxes)")
 
 
+@dataclass
+class WorldRolloutsConfig:
+    """Draw the policy's samples (plan, then image) for a split's prompts and store them, to train judges on."""
+
+    out: Path = option(help="rollout folder (resumable: parts already there are kept)", argument=True)
+    model: str = option("sft", "shipped world model (sft, base) or a checkpoint folder")
+    split: str = option("train", f"prompt split: {', '.join(SPLIT_NAMES)}")
+    prompts: int = option(1000, "the split's first this many prompts")
+    per_prompt: int = option(2, "samples per prompt")
+    batch_size: int = option(32, "rows sampled together (and images per stored part)")
+    seed: int = option(0, "random seed")
+    threads: int = option(2, "CPU threads for torch (0: torch's default)")
+
+    def __post_init__(self):
+        _check_choice(self.split, SPLIT_NAMES, "split")
+        if min(self.prompts, self.per_prompt, self.batch_size) < 1:
+            raise ThinkdrawError("--prompts, --per-prompt and --batch-size must be at least 1")
+
+
+def rollouts(config: WorldRolloutsConfig) -> None:
+    from thinkdraw.cli.generate_cmds import resolve_model
+    from thinkdraw.policy.model import Policy
+    from thinkdraw.runtime import Runtime
+    from thinkdraw.world.judge_data import draw_rollouts
+
+    Runtime.create("cpu", "float32", config.threads)
+    policy = Policy.load(resolve_model(config.model))
+    draw_rollouts(
+        policy, config.split, config.prompts, config.out, config.per_prompt, config.seed, config.batch_size, typer.echo
+    )
+    typer.echo(f"rollouts in {config.out}")
+
+
 add_command(app, "sample", WorldSampleConfig, sample)
 add_command(app, "vocab", WorldVocabConfig, vocab)
 add_command(app, "render", WorldRenderConfig, render_split)
 add_command(app, "splits", WorldSplitsConfig, splits)
+add_command(app, "rollouts", WorldRolloutsConfig, rollouts)

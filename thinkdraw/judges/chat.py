@@ -22,6 +22,7 @@ from typing import Protocol
 from PIL import Image
 
 from thinkdraw.judges.base import (
+    QUESTIONS,
     Box,
     JudgeError,
     Query,
@@ -68,6 +69,21 @@ def answer_logprob(first_logprobs: dict[str, float], word: str) -> float:
     return top + math.log(sum(math.exp(lp - top) for lp in found))
 
 
+ASKS = (*QUESTIONS, "score", "ground", "feedback")  # what a turn can ask: a yes/no question or another kind
+
+
+def turn_for(query: Query, ask: str, phrase: str | None = None) -> Turn:
+    """The turn that asks `ask` about the query (ground: where the `phrase` is): what ChatJudge sends, and what
+    a judge is trained on."""
+    if ask == "score":
+        return Turn(score_text(query), query.image)
+    if ask == "ground":
+        return Turn(ground_text(query, phrase or ""), query.image)
+    if ask == "feedback":
+        return Turn(feedback_text(query), query.image)
+    return Turn(question_text(query, ask), query.image)
+
+
 class ChatJudge:
     """A Judge over a chat backend: our questions in, their answers read."""
 
@@ -82,7 +98,7 @@ class ChatJudge:
 
     def yes(self, queries: Sequence[Query], question: str = "outcome") -> list[float]:
         check_question(question)
-        answers = self._ask([Turn(question_text(q, question), q.image) for q in queries], max_tokens=1)
+        answers = self._ask([turn_for(q, question) for q in queries], max_tokens=1)
         return [_yes(a) for a in answers]
 
     def score(self, queries: Sequence[Query], question: str = "outcome") -> list[float]:
@@ -92,11 +108,11 @@ class ChatJudge:
     def ground(self, queries: Sequence[Query], phrases: Sequence[str]) -> list[Box | None]:
         if len(phrases) != len(queries):
             raise JudgeError(f"{len(phrases)} phrases for {len(queries)} queries")
-        turns = [Turn(ground_text(q, p), q.image) for q, p in zip(queries, phrases, strict=True)]
+        turns = [turn_for(q, "ground", p) for q, p in zip(queries, phrases, strict=True)]
         return [parse_box(a.text) for a in self._ask(turns, GROUND_TOKENS)]
 
     def feedback(self, queries: Sequence[Query]) -> list[str]:
-        answers = self._ask([Turn(feedback_text(q), q.image) for q in queries], FEEDBACK_TOKENS)
+        answers = self._ask([turn_for(q, "feedback") for q in queries], FEEDBACK_TOKENS)
         return [parse_feedback(a.text) for a in answers]
 
 

@@ -1,0 +1,26 @@
+"""`thinkdraw serve-judge`: a local judge behind an OpenAI-compatible endpoint."""
+
+from __future__ import annotations
+
+from thinkdraw.configs import ServeJudgeConfig
+
+
+def serve_judge(config: ServeJudgeConfig) -> None:
+    from thinkdraw.judges.server import serve
+    from thinkdraw.judges.vlm import VLMChat
+    from thinkdraw.runtime import Runtime
+    from thinkdraw.world.registry import SHIPPED_JUDGES
+
+    runtime = Runtime.create(config.device, "auto", config.threads)
+    chat = VLMChat.load(
+        str(SHIPPED_JUDGES.get(config.judge, config.judge)), device=runtime.device, max_batch=config.max_batch
+    )
+    serve(
+        chat,
+        config.host,
+        config.port,
+        config.model_name,
+        config.max_batch,
+        config.max_queue,
+        log_requests=config.log_requests,
+    )
