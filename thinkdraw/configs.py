@@ -133,6 +133,11 @@ class TrainPolicyConfig:
     think_rate: float = option(0.8, "sft: share of rows with a plan (the rest draw directly)")
     error_rate: float = option(0.15, "sft: share of plans that carry one mistake (the image follows the plan)")
     rationale_rate: float = option(0.3, "sft: share of thinking rows that write a rationale instead of a plan")
+    revise_rate: float = option(
+        0.0,
+        "sft: share of examples that are a second try (PARM++): a flawed plan and the feedback on its picture, "
+        "then the right plan and picture (adds the revise tokens to a model without them)",
+    )
     bf16: bool = option(True, "forward under bfloat16 autocast (weights, optimizer and loss stay float32)")
     layout: bool = option(True, "plan-guided positions: image patches are told the planned box they lie in")
     hidden: int = option(192, "base: LM width")
@@ -153,13 +158,13 @@ class TrainPolicyConfig:
             raise ThinkdrawError(f"{self.init}: no such checkpoint folder")
         if self.steps < 1 or self.batch_size < 1:
             raise ThinkdrawError("--steps and --batch-size must be at least 1")
-        for name in ("drop_rate", "think_rate", "error_rate", "rationale_rate"):
+        for name in ("drop_rate", "think_rate", "error_rate", "rationale_rate", "revise_rate"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ThinkdrawError(f"{flag(name)} must be between 0 and 1")
         if self.stage == "base":
             reject_ignored(
                 self,
-                ("think_rate", "error_rate", "rationale_rate", "text_weight"),
+                ("think_rate", "error_rate", "rationale_rate", "revise_rate", "text_weight"),
                 "by stage base (it writes no plans)",
             )
         else:
@@ -305,7 +310,9 @@ class GenerateConfig:
             raise ThinkdrawError(f"--verifier {self.verifier!r}: choose none, {', '.join(VERIFIERS)}")
         if self.verifier == "none":
             reject_ignored(self, ("judge",), "without --verifier")
-            reject_ignored(self.verifying, ("candidates", "checks", "keep", "threshold"), "without --verifier")
+            reject_ignored(
+                self.verifying, ("candidates", "checks", "keep", "threshold", "rounds"), "without --verifier"
+            )
         else:
             reject_ignored(self, ("plan", "given_plans"), "with --verifier (each candidate writes its own plan)")
             if self.prompt is not None:

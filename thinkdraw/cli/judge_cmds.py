@@ -17,10 +17,10 @@ def serve_judge(config: ServeJudgeConfig) -> None:
     )
     serve(
         chat,
-        config.host,
-        config.port,
-        config.model_name,
-        config.max_batch,
-        config.max_queue,
+        host=config.host,
+        port=config.port,
+        model_name=config.model_name,
+        max_batch=config.max_batch,
+        max_queue=config.max_queue,
         log_requests=config.log_requests,
     )

@@ -447,18 +447,9 @@ class JudgeServer:
         self.close()
 
 
-def serve(
-    backend: ChatBackend,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    model_name: str = "thinkdraw-judge",
-    max_batch: int = 16,
-    max_queue: int = 256,
-    batch_wait_s: float = 0.005,
-    log_requests: bool = False,
-) -> None:
-    """Serves `backend` in the foreground until Ctrl-C (for `thinkdraw serve-judge`); for a server in a
-    background thread, use JudgeServer(...).start()."""
-    server = JudgeServer(backend, host, port, model_name, max_batch, max_queue, batch_wait_s, log_requests)
-    print(f"judge {model_name!r} at {server.url}/v1 (Ctrl-C stops)", file=sys.stderr, flush=True)
+def serve(backend: ChatBackend, **options) -> None:
+    """Serves `backend` in the foreground until Ctrl-C (for `thinkdraw serve-judge`); `options` are
+    JudgeServer's. For a server in a background thread, use JudgeServer(...).start()."""
+    server = JudgeServer(backend, **options)
+    print(f"judge {server.model_name!r} at {server.url}/v1 (Ctrl-C stops)", file=sys.stderr, flush=True)
     server.serve_forever()

@@ -7,6 +7,8 @@ declares `think_token`. Nothing is looked up by a guessed name.
 Two prompt formats, one per model family:
     plain  [bos] prompt words ([think])                       the shapes world (a word-level tokenizer
                                                               with a think token)
+           [bos] prompt [revise] plan [feedback] words        a second try (PARM++): the earlier plan and
+           ([think])                                          what was wrong with its picture
     chat   [bos] the chat template's user turn (the prompt,   Janus-Pro and any checkpoint without a
            plus a reasoning instruction when thinking), then  think token
            its assistant prefix
@@ -33,12 +35,23 @@ RATIONALE_INSTRUCTION = (
     "attributes worked out, and where it stands. Then draw it."
 )
 INSTRUCTIONS = {"plan": REASONING_INSTRUCTION, "rationale": RATIONALE_INSTRUCTION}
+# A second try (PARM++'s self-correction): what a chat model is told of its first one.
+REVISION_TEXT = "Your earlier plan was: {plan}\nWhat was wrong with its picture: {feedback}\nPlan again, fixing that."
 # The chat layout when a tokenizer carries no chat template of its own (Janus-Pro's conversation markers).
 DEFAULT_CHAT = "<|User|>: {text}\n\n<|Assistant|>:"
 
 
 class PromptError(ThinkdrawError):
     """A prompt the model cannot read."""
+
+
+@dataclass(frozen=True)
+class Revision:
+    """A second try at a prompt (PARM++): the reasoning written before and what a judge found wrong with the
+    image drawn after it. The policy then writes new reasoning and draws again."""
+
+    reasoning: str
+    feedback: str
 
 
 def named_token_id(tokenizer, name: str) -> int | None:
@@ -89,23 +102,36 @@ class PlainFormat:
     tokenizer: object
     think: int  # the think token's id: a plan follows
     rationale: int | None = None  # the rationale token's id: a written rationale follows (None: not learned)
+    revise: int | None = None  # the revise and feedback tokens' ids: a second try (None: not learned)
+    feedback: int | None = None
     name: str = "plain"
     hint: str = ""  # added to an unknown-word error (where the model's words are listed)
 
-    def context(self, prompt: str, think: bool, reasoning: str = "plan") -> list[int]:
-        text = normalize_prompt(prompt)
+    def _words(self, text: str, what: str = "prompt") -> list[int]:
+        text = normalize_prompt(text)
         if not text:
-            raise PromptError("the prompt is empty")
+            raise PromptError(f"the {what} is empty")
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         unknown = unknown_words(self.tokenizer, text, ids)
         if unknown:
             hint = f" ({self.hint})" if self.hint else ""
             raise PromptError(f"the model does not know {', '.join(repr(w) for w in unknown)}{hint}")
+        return ids
+
+    def context(self, prompt: str, think: bool, reasoning: str = "plan", revision: Revision | None = None) -> list[int]:
+        ids = [self.tokenizer.bos_token_id] + self._words(prompt)
         if not think:
-            return [self.tokenizer.bos_token_id] + ids
+            if revision is not None:
+                raise ThinkdrawError("a second try needs thinking: it rewrites the reasoning")
+            return ids
         if reasoning == "rationale" and self.rationale is None:
             raise ThinkdrawError("this model has no rationale token: it was not taught to write rationales")
-        return [self.tokenizer.bos_token_id] + ids + [self.rationale if reasoning == "rationale" else self.think]
+        if revision is not None:
+            if self.revise is None:
+                raise ThinkdrawError("this model has no revise token: it was not taught to take feedback")
+            ids += [self.revise] + self._words(revision.reasoning, "earlier reasoning")
+            ids += [self.feedback] + self._words(revision.feedback, "feedback")
+        return ids + [self.rationale if reasoning == "rationale" else self.think]
 
 
 @dataclass
@@ -116,11 +142,15 @@ class ChatFormat:
     tokenizer: object
     name: str = "chat"
 
-    def context(self, prompt: str, think: bool, reasoning: str = "plan") -> list[int]:
+    def context(self, prompt: str, think: bool, reasoning: str = "plan", revision: Revision | None = None) -> list[int]:
         text = " ".join(prompt.strip().split())
         if not text:
             raise PromptError("the prompt is empty")
+        if revision is not None and not think:
+            raise ThinkdrawError("a second try needs thinking: it rewrites the reasoning")
         user = f"{text}\n{INSTRUCTIONS[reasoning]}" if think else text
+        if revision is not None:
+            user += "\n" + REVISION_TEXT.format(plan=revision.reasoning, feedback=revision.feedback)
         if getattr(self.tokenizer, "chat_template", None):
             messages = [{"role": "user", "content": user}]
             chat = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -132,12 +162,13 @@ class ChatFormat:
 
 
 def prompt_format(tokenizer) -> PlainFormat | ChatFormat:
-    """plain for a tokenizer that declares a think token (the world's; a rationale token too when it learned
-    rationales), chat for every other."""
+    """plain for a tokenizer that declares a think token (the world's; rationale, revise and feedback tokens too
+    when it learned those), chat for every other."""
     think = named_token_id(tokenizer, "think_token")
     if think is None:
         return ChatFormat(tokenizer)
-    return PlainFormat(tokenizer, think, named_token_id(tokenizer, "rationale_token"))
+    named = [named_token_id(tokenizer, f"{name}_token") for name in ("rationale", "revise", "feedback")]
+    return PlainFormat(tokenizer, think, *named)
 
 
 def unknown_words(tokenizer, text: str, ids: list[int]) -> list[str]:

@@ -25,7 +25,7 @@ from transformers import AutoTokenizer, JanusForConditionalGeneration
 from thinkdraw.checkpoint import CheckpointError, load_model
 from thinkdraw.engine.sampling import Layout, Rollout, SamplingSettings, generate, teacher_forced_logprobs
 from thinkdraw.plan import REASONING, UnknownWordError
-from thinkdraw.policy.formats import decode_text, prompt_format, special_ids, unknown_words
+from thinkdraw.policy.formats import Revision, decode_text, prompt_format, special_ids, unknown_words
 from thinkdraw.policy.layout import LayoutBuilder
 from thinkdraw.policy.vq import decode_tokens, empty_token, image_size
 from thinkdraw.runtime import Runtime
@@ -114,10 +114,11 @@ class Policy:
 
     # -- text ------------------------------------------------------------------------------
 
-    def encode(self, prompt: str, think: bool, reasoning: str = "plan") -> list[int]:
+    def encode(self, prompt: str, think: bool, reasoning: str = "plan", revision: Revision | None = None) -> list[int]:
         """The context a row starts from, in the checkpoint's prompt format (bos first); reasoning: what thinking
-        writes, a plan (GoT-R1) or a rationale (ReasonGen-R1)."""
-        return self.format.context(prompt, think, reasoning)
+        writes, a plan (GoT-R1) or a rationale (ReasonGen-R1); revision: a second try (the earlier reasoning and
+        the feedback on its image, PARM++)."""
+        return self.format.context(prompt, think, reasoning, revision)
 
     def plan_ids(self, plan: str) -> list[int]:
         """A given plan's tokens; UnknownWordError names the words a closed-vocabulary tokenizer lacks."""
@@ -139,10 +140,12 @@ class Policy:
         on_image_step=None,
         row_ids: list[int] | None = None,
         reasoning: str = "plan",
+        revisions: list[Revision | None] | None = None,
     ) -> Rollout:
         """Row i samples from its own generator, seeded by (seed, row_ids[i]) (default: i)."""
         settings = settings.resolved(self.guidance_scale)
-        contexts = [self.encode(p, think, reasoning) for p in prompts]
+        revisions = revisions or [None] * len(prompts)
+        contexts = [self.encode(p, think, reasoning, r) for p, r in zip(prompts, revisions, strict=True)]
         plan_ids = [self.plan_ids(p) for p in plans] if plans is not None else None
         row_ids = range(len(prompts)) if row_ids is None else row_ids
         generators = [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in row_ids]
@@ -182,6 +185,7 @@ class Policy:
         indices: list[int] | None = None,
         plans: list[str] | None = None,
         reasoning: str = "plan",
+        revisions: list[Revision | None] | None = None,
     ) -> list[Candidate]:
         """n candidates per prompt, in prompt order (prompt 0's n candidates first).
 
@@ -189,6 +193,7 @@ class Policy:
         prompts' places in a larger run, so that a prompt's candidates do not depend on how the run is batched.
         `plans` (one per prompt, needs think): draw after these plans instead of writing them (GoT's editing).
         `reasoning`: what thinking writes, "plan" (GoT-R1's boxes) or "rationale" (ReasonGen-R1's sentences).
+        `revisions` (one per prompt, or None for a first try): a second try after feedback (PARM++).
         `on_image_step(k, image_ids[:, :k])` may return a keep-mask over the rows to stop some early (the
         engine's pruning); a stopped candidate's image shows what it drew (`drawn` tokens)."""
         if plans is not None and (not think or len(plans) != len(prompts)):
@@ -198,9 +203,18 @@ class Policy:
         indices = range(len(prompts)) if indices is None else indices
         rows = [p for p in prompts for _ in range(n)]
         row_plans = [p for p in plans for _ in range(n)] if plans is not None else None
+        row_revisions = [r for r in revisions for _ in range(n)] if revisions is not None else None
         row_ids = [k * n + j for k in indices for j in range(n)]
         rollout = self._rollout(
-            rows, think, seed, settings or SamplingSettings(), row_plans, on_image_step, row_ids, reasoning
+            rows,
+            think,
+            seed,
+            settings or SamplingSettings(),
+            row_plans,
+            on_image_step,
+            row_ids,
+            reasoning,
+            row_revisions,
         )
         shown = rollout.image_ids.clone()
         for i, n in enumerate(rollout.drawn):

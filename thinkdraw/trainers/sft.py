@@ -27,6 +27,7 @@ from transformers import JanusForConditionalGeneration
 from thinkdraw.checkpoint import load_trainer_state, read_meta, save_checkpoint
 from thinkdraw.configs import TrainPolicyConfig
 from thinkdraw.engine.sampling import sequence_logits
+from thinkdraw.policy.formats import Revision
 from thinkdraw.policy.model import Policy, untie_text_head
 from thinkdraw.policy.vq import encode_images
 from thinkdraw.runtime import Runtime
@@ -40,6 +41,7 @@ class Example:
     reasoning: str  # the plan the image follows
     image: Image.Image
     rationale: str | None = None  # a written rationale the image follows too (None: none for this example)
+    revision: Revision | None = None  # a second try: the reasoning is the fix of this flawed plan and feedback
 
 
 class ExampleSource(Protocol):
@@ -85,7 +87,8 @@ def make_batch(policy: Policy, source: ExampleSource, config: TrainPolicyConfig,
         think = rng.random() < think_rate
         rationale = think and example.rationale is not None and rng.random() < config.rationale_rate
         reasoning = "rationale" if rationale else "plan"
-        context = policy.encode(example.prompt, think, reasoning)
+        revision = example.revision if think and not rationale else None
+        context = policy.encode(example.prompt, think, reasoning, revision)
         plan = policy.plan_ids(example.rationale if rationale else example.reasoning) if think else []
         dropped = rng.random() < config.drop_rate
         if dropped:

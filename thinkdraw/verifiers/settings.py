@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from thinkdraw.errors import ThinkdrawError
 
-VERIFIERS = ("bon", "prm", "parm")
+VERIFIERS = ("bon", "prm", "parm", "parm++")
 
 
 @dataclass(frozen=True)
@@ -16,9 +16,12 @@ class VerifierSettings:
     checks: int = field(default=8, metadata={"help": "prm, parm: partial-image checks, spread over the image"})
     keep: float = field(default=0.5, metadata={"help": "prm: share of the live paths kept at each check"})
     threshold: float = field(default=0.5, metadata={"help": "parm: P(yes) from which clarity and potential hold"})
+    rounds: int = field(default=2, metadata={"help": "parm++: at most this many second tries after reflection"})
 
     def __post_init__(self):
         if self.candidates < 1 or self.checks < 1:
             raise ThinkdrawError("-N and --checks must be at least 1")
+        if self.rounds < 0:
+            raise ThinkdrawError("--rounds must be at least 0")
         if not 0 < self.keep <= 1 or not 0 < self.threshold < 1:
             raise ThinkdrawError("--keep must lie in (0, 1] and --threshold in (0, 1)")

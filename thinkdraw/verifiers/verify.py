@@ -9,6 +9,10 @@
           and a "no" stops it there. The survivors are finished and picked best-of-N' by the outcome question.
           Pruned paths really stop: the engine drops their rows, so their compute is saved. A check that would
           stop every path still drawing for a prompt stops none of them (PARM's fall back to all).
+    parm++  PARM, then reflection: the judge is asked whether the pick is right; if not, it says what is
+          wrong, and the policy tries again with its earlier plan and that feedback in its context (a
+          Revision: the policy must have learned second tries) under PARM, up to `rounds` times. The new
+          pick replaces the old (the judge found the old one wrong); the image tokens of every round count.
 
 Checks are at `checks` evenly spaced image steps (never the last). A judge that cannot answer raises JudgeError:
 the verifier stops with that error rather than picking on missing scores.
@@ -25,6 +29,7 @@ import torch
 from thinkdraw.engine.settings import SamplingSettings
 from thinkdraw.errors import ThinkdrawError
 from thinkdraw.judges.base import Judge, Query
+from thinkdraw.policy.formats import Revision
 from thinkdraw.verifiers.settings import VERIFIERS, VerifierSettings
 
 
@@ -35,8 +40,9 @@ class Pick:
     candidates: list  # the policy's Candidates, pruned ones with their partial image (candidate.drawn)
     chosen: int
     scores: list[float | None]  # the final judgment of each finished candidate; None where it was pruned
-    image_tokens: int  # image tokens drawn for this prompt, all candidates together
+    image_tokens: int  # image tokens drawn for this prompt, all candidates together (every round of parm++)
     events: list[str] = field(default_factory=list)  # what the verifier did, step by step, for people
+    feedback: list[str] = field(default_factory=list)  # parm++: the judge's feedback before each second try
 
 
 def check_steps(num_image_tokens: int, checks: int) -> list[int]:
@@ -113,13 +119,18 @@ def verify(
     think: bool = True,
     reasoning: str = "plan",
     indices: Sequence[int] | None = None,
+    revisions: Sequence[Revision | None] | None = None,
 ) -> list[Pick]:
     """Draw settings.candidates per prompt with the policy and pick one per prompt with the judge.
 
     Seeds as policy.generate's: candidate j of prompt k comes from (seed, indices[k] * n + j), so a verifier's
-    candidates are the ones plain sampling would draw, up to where they are stopped."""
+    candidates are the ones plain sampling would draw, up to where they are stopped. `revisions`: second
+    tries (one per prompt, None for a first), as parm++ makes them."""
     if kind not in VERIFIERS:
         raise ThinkdrawError(f"unknown verifier {kind!r}: choose one of {', '.join(VERIFIERS)}")
+    indices = list(range(len(prompts))) if indices is None else list(indices)
+    if kind == "parm++":
+        return _parm_plus(policy, judge, list(prompts), settings, sampling, seed, think, reasoning, indices)
     n = settings.candidates
     rows = [p for p in prompts for _ in range(n)]
     watch = None if kind == "bon" else _Watch(kind, policy, judge, rows, settings)
@@ -132,8 +143,45 @@ def verify(
         on_image_step=watch,
         indices=indices,
         reasoning=reasoning,
+        revisions=list(revisions) if revisions is not None else None,
     )
     return _pick(kind, policy, judge, candidates, len(prompts), n, watch)
+
+
+def _parm_plus(policy, judge: Judge, prompts, settings, sampling, seed, think, reasoning, indices) -> list[Pick]:
+    """PARM, then up to settings.rounds second tries for the picks the judge's reflection finds wrong."""
+    picks = verify("parm", policy, judge, prompts, settings, sampling, seed, think, reasoning, indices)
+    for round_ in range(1, settings.rounds + 1):
+        chosen = [p.candidates[p.chosen] for p in picks]
+        right = judge.yes([Query(c.prompt, c.image, c.plan) for c in chosen], "reflect")
+        wrong = [i for i, p in enumerate(right) if p < settings.threshold and chosen[i].plan is not None]
+        if not wrong:
+            break
+        said = judge.feedback([Query(chosen[i].prompt, chosen[i].image, chosen[i].plan) for i in wrong])
+        again = [(i, f) for i, f in zip(wrong, said, strict=True) if f]  # "" : the judge names nothing to fix
+        if not again:
+            break
+        tries = verify(
+            "parm",
+            policy,
+            judge,
+            [prompts[i] for i, _ in again],
+            settings,
+            sampling,
+            seed + round_,  # fresh candidates: other generators than the round before
+            think,
+            reasoning,
+            [indices[i] for i, _ in again],
+            [Revision(chosen[i].plan, f) for i, f in again],
+        )
+        for (i, f), new in zip(again, tries, strict=True):
+            old = picks[i]
+            note = f"round {round_}: reflection P(yes) {right[i]:.2f}; feedback: {f}"
+            new.image_tokens += old.image_tokens
+            new.events = old.events + [note] + new.events
+            new.feedback = old.feedback + [f]
+            picks[i] = new
+    return picks
 
 
 def replay(kind: str, policy, judge: Judge, candidates: Sequence, settings: VerifierSettings) -> list[Pick]:
@@ -143,6 +191,8 @@ def replay(kind: str, policy, judge: Judge, candidates: Sequence, settings: Veri
     on one set of samples; the pruned candidates come back as drawn in full, with `drawn` cut where they stop."""
     if kind not in VERIFIERS:
         raise ThinkdrawError(f"unknown verifier {kind!r}: choose one of {', '.join(VERIFIERS)}")
+    if kind == "parm++":
+        raise ThinkdrawError("parm++ draws again after feedback, so it cannot be replayed: run verify")
     n = settings.candidates
     if len(candidates) % n:
         raise ThinkdrawError(f"{len(candidates)} candidates are not groups of {n}")

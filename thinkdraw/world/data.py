@@ -13,8 +13,10 @@ import random
 from dataclasses import dataclass, replace
 
 from thinkdraw.evaluator.plans import check_plan
+from thinkdraw.evaluator.rules import Verdict, judge
+from thinkdraw.policy.formats import Revision
 from thinkdraw.trainers.sft import Example
-from thinkdraw.world.layout import place, scatter, solve_layout
+from thinkdraw.world.layout import as_detections, place, scatter, solve_layout
 from thinkdraw.world.plans import plan_of_scene
 from thinkdraw.world.render import WorldObject, render_image
 from thinkdraw.world.spec import COLORS, NUMBERS, SHAPES, noun
@@ -73,6 +75,27 @@ def with_error(objects: list[WorldObject], kind: str, rng: random.Random) -> lis
     return objects
 
 
+def feedback_sentence(record: dict, verdict: Verdict) -> str:
+    """What is wrong, in one sentence of world words, from the first failure ("nothing" when right)."""
+    if verdict.correct:
+        return "nothing"
+    failure = verdict.failures[0]
+    if failure.kind == "exclude":
+        clause = record["exclude"][failure.clause]
+        return f"There are too many {noun(clause['class'], 2)}."
+    clause = record["include"][failure.clause]
+    name, count = clause["class"], clause["count"]
+    if failure.kind == "count":
+        found = len(verdict.detections.get(name, []))
+        number = "no" if found == 0 else NUMBERS.get(found, str(found))
+        return f"There {'is' if found == 1 else 'are'} {number} {noun(name, found)}, not {NUMBERS[count]}."
+    if failure.kind == "color":
+        return f"The {noun(name, count)} {'is' if count == 1 else 'are'} not {clause['color']}."
+    relation, target = clause["position"]
+    other = noun(record["include"][target]["class"], record["include"][target]["count"])
+    return f"The {noun(name, count)} {'is' if count == 1 else 'are'} not {relation} the {other}."
+
+
 def is_right(objects: list[WorldObject], record: dict) -> bool:
     """Whether a plan of these objects passes check_plan against the prompt."""
     check = check_plan(plan_of_scene(objects), record)
@@ -94,18 +117,39 @@ def world_example(record: dict, rng: random.Random, error_rate: float = 0.15) ->
     return WorldExample(record["prompt"], plan_of_scene(objects).text(), tuple(objects), error)
 
 
+def revision_example(record: dict, rng: random.Random) -> Example | None:
+    """A second try (PARM++'s self-correction): a flawed plan of the prompt and the feedback on its picture,
+    then a right plan and its image; None when no mistake of any kind can be made here."""
+    right = solve_layout(record, rng)
+    for kind in rng.sample(ERRORS, len(ERRORS)):
+        wrong = with_error(right, kind, rng)
+        if wrong is None or is_right(wrong, record):
+            continue
+        verdict = judge(record, as_detections(wrong))
+        if verdict.correct:
+            continue
+        revision = Revision(plan_of_scene(wrong).text(), feedback_sentence(record, verdict))
+        return Example(record["prompt"], plan_of_scene(right).text(), render_image(right), None, revision)
+    return None
+
+
 class WorldExamples:
     """The SFT trainer's example source (`thinkdraw.trainers.sft.ExampleSource`): a split's prompts, each
-    with a fresh scene its rules accept, its plan, and the rendered image."""
+    with a fresh scene its rules accept, its plan, and the rendered image; a share `revise_rate` of them
+    (with errors on) a second try after feedback."""
 
     name = "world"
 
-    def __init__(self, split: str = "train", error_rate: float = 0.15):
+    def __init__(self, split: str = "train", error_rate: float = 0.15, revise_rate: float = 0.0):
         self.records = load_split(split)
-        self.error_rate = error_rate
+        self.error_rate, self.revise_rate = error_rate, revise_rate
 
     def example(self, rng: random.Random, with_errors: bool) -> Example:
         record = rng.choice(self.records)
+        if with_errors and self.revise_rate and rng.random() < self.revise_rate:
+            revision = revision_example(record, rng)
+            if revision is not None:
+                return revision
         made = world_example(record, rng, self.error_rate if with_errors else 0.0)
         rationale = rationale_of(record) if made.error is None else None  # a rationale the image follows
         return Example(made.prompt, made.plan, render_image(made.objects), rationale)
@@ -120,7 +164,7 @@ def train_world_policy(config, echo=print):
     from thinkdraw.checkpoint import load_model
     from thinkdraw.policy.model import Policy
     from thinkdraw.trainers.sft import train_policy
-    from thinkdraw.world.model import new_world_policy, with_layout
+    from thinkdraw.world.model import new_world_policy, with_layout, with_revision
 
     start = None
     if config.stage == "base" and not config.resume:
@@ -129,4 +173,6 @@ def train_world_policy(config, echo=print):
     elif not config.resume:
         start = Policy.load(config.init)
         start = with_layout(start) if config.layout else start
-    return train_policy(config, WorldExamples("train", config.error_rate), start, echo=echo)
+        start = with_revision(start) if config.revise_rate else start
+    examples = WorldExamples("train", config.error_rate, config.revise_rate)
+    return train_policy(config, examples, start, echo=echo)

@@ -39,7 +39,7 @@ from thinkdraw.judges.chat import Turn, turn_for
 from thinkdraw.plan import PlanError, draw_plan, parse_plan, to_grid
 from thinkdraw.policy.vq import encode_images
 from thinkdraw.verifiers.verify import check_steps
-from thinkdraw.world.data import ERRORS, with_error
+from thinkdraw.world.data import ERRORS, feedback_sentence, with_error
 from thinkdraw.world.detector import WorldDetector
 from thinkdraw.world.layout import solve_layout
 from thinkdraw.world.plans import plan_of_scene
@@ -151,27 +151,6 @@ def clauses_met(record: dict, verdict: Verdict) -> float:
     include = record["include"]
     share = (len(include) - len(failed)) / len(include)
     return share * (0.0 if any(f.kind == "exclude" for f in verdict.failures) else 1.0) if include else 0.0
-
-
-def feedback_sentence(record: dict, verdict: Verdict) -> str:
-    """What is wrong, in one sentence of world words, from the first failure ("nothing" when right)."""
-    if verdict.correct:
-        return "nothing"
-    failure = verdict.failures[0]
-    if failure.kind == "exclude":
-        clause = record["exclude"][failure.clause]
-        return f"There are too many {noun(clause['class'], 2)}."
-    clause = record["include"][failure.clause]
-    name, count = clause["class"], clause["count"]
-    if failure.kind == "count":
-        found = len(verdict.detections.get(name, []))
-        number = "no" if found == 0 else NUMBERS.get(found, str(found))
-        return f"There {'is' if found == 1 else 'are'} {number} {noun(name, found)}, not {NUMBERS[count]}."
-    if failure.kind == "color":
-        return f"The {noun(name, count)} {'is' if count == 1 else 'are'} not {clause['color']}."
-    relation, target = clause["position"]
-    other = noun(record["include"][target]["class"], record["include"][target]["count"])
-    return f"The {noun(name, count)} {'is' if count == 1 else 'are'} not {relation} the {other}."
 
 
 def grounded_box(phrase: str, planned: tuple, detections) -> tuple | None:

@@ -48,6 +48,8 @@ from thinkdraw.world.spec import CANVAS, COLORS, NUMBERS, PLURALS, RELATIONS, SH
 PAD, BOS, EOS, UNK, BOI, EOI, THINK = "<pad>", "<bos>", "<eos>", "<unk>", "<boi>", "<eoi>", "<think>"
 SPECIALS = (PAD, BOS, EOS, UNK, BOI, EOI, THINK)
 RATIONALE = "<rationale>"
+REVISE, FEEDBACK = "<revise>", "<feedback>"  # a second try: the earlier plan follows, then what was wrong
+REVISION_WORDS = ("there", "is", "are", "not", "too")  # the world judge's feedback words the prompts lack
 _PRE = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation("isolated")])
 
 
@@ -67,11 +69,12 @@ def image_position_token(k: int) -> str:
     return f"<img_pos_{k}>"
 
 
-def build_tokenizer(image_positions: int = 0, layout: bool = False) -> PreTrainedTokenizerFast:
+def build_tokenizer(image_positions: int = 0, layout: bool = False, revise: bool = False) -> PreTrainedTokenizerFast:
     """The world tokenizer; `image_positions` position tokens (one per image token) after the words, then, with
     `layout`, the layout tokens of plan-guided positions (`thinkdraw.policy.layout`) for 64 px images in
     square patches, one per position token, and the rationale token (ReasonGen-R1's written rationale follows
-    it, as a plan follows the think token). Later additions come last, so older ids never change."""
+    it, as a plan follows the think token); with `revise` (needs layout), the revise and feedback tokens of a
+    second try and the feedback's words (REVISION_WORDS). Later additions come last, so older ids never change."""
     vocab = {token: i for i, token in enumerate(SPECIALS)}
     for word in world_words():
         vocab.setdefault(word, len(vocab))
@@ -84,6 +87,12 @@ def build_tokenizer(image_positions: int = 0, layout: bool = False) -> PreTraine
     if layout:
         vocab[RATIONALE] = len(vocab)
         named["rationale_token"] = RATIONALE
+    if revise:
+        if not layout:
+            raise ValueError("revise tokens come after the layout tokens: build with layout=True")
+        for token in (REVISE, FEEDBACK, *REVISION_WORDS):
+            vocab[token] = len(vocab)
+        named |= {"revise_token": REVISE, "feedback_token": FEEDBACK}
     core = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
     core.pre_tokenizer = _PRE
     tokenizer = PreTrainedTokenizerFast(
@@ -150,6 +159,22 @@ def with_layout(policy: Policy) -> Policy:
     old = policy.tokenizer.get_vocab()
     if any(tokenizer.get_vocab().get(token) != index for token, index in old.items()):
         raise ValueError("not a world tokenizer: its ids differ from the world's")
+    torch.manual_seed(0)
+    policy.model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    return Policy(policy.model, tokenizer)
+
+
+def with_revision(policy: Policy) -> Policy:
+    """A world policy (with layout tokens) given the tokens of a second try (PARM++): <revise>, <feedback> and
+    the feedback's words, appended (new rows; every other row and id unchanged). One that has them is returned
+    as it is."""
+    if policy.format.name == "plain" and policy.format.revise is not None:
+        return policy
+    grid = policy.model.model.vqmodel.config.num_patches
+    tokenizer = build_tokenizer(image_positions=grid * grid, layout=True, revise=True)
+    old = policy.tokenizer.get_vocab()
+    if any(tokenizer.get_vocab().get(token) != index for token, index in old.items()):
+        raise ValueError("not a world tokenizer with layout tokens: its ids differ from the world's")
     torch.manual_seed(0)
     policy.model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     return Policy(policy.model, tokenizer)
