@@ -172,3 +172,19 @@ def test_a_tiny_world_judge_trains_saves_and_resumes(policy, tmp_path, monkeypat
     resumed = train_world_judge(replace(config, steps=14, resume=True), echo=lines.append)
     assert json.loads((tmp_path / "judge" / "checkpoint" / "thinkdraw.json").read_text())["step"] == 14
     assert resumed is not chat
+    # the copy to ship: fp16, no optimizer state, answering as the trained judge does
+    from test_cli import invoke
+
+    from thinkdraw.judges.base import Query
+    from thinkdraw.judges.chat import ChatJudge
+    from thinkdraw.judges.vlm import VLMChat
+
+    result = invoke("train", "export", tmp_path / "judge" / "checkpoint", tmp_path / "shipped")
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "shipped" / "trainer.safetensors").exists()
+    shipped = VLMChat.load(str(tmp_path / "shipped"))
+    assert next(shipped.model.parameters()).dtype == torch.float32  # fp16 on disk, float32 when loaded
+    queries = [
+        Query(d.record["prompt"], policy.decode(d.tokens[None])[0]) for d in read_rollouts(tmp_path / "rollouts")
+    ]
+    assert ChatJudge(shipped).yes(queries) == pytest.approx(ChatJudge(resumed).yes(queries), abs=2e-2)

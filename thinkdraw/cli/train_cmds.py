@@ -33,11 +33,29 @@ def judge(config: TrainJudgeConfig) -> None:
 def export(config: ExportConfig) -> None:
     import torch
 
-    from thinkdraw.checkpoint import export_checkpoint
+    from thinkdraw.checkpoint import export_checkpoint, read_meta
 
-    export_checkpoint(config.checkpoint, config.out, getattr(torch, config.dtype), config.cfg_scale)
+    dtype = getattr(torch, config.dtype)
+    if read_meta(config.checkpoint).get("kind") == "judge":
+        _export_judge(config, dtype)
+    else:
+        export_checkpoint(config.checkpoint, config.out, dtype, config.cfg_scale)
     size = sum(f.stat().st_size for f in config.out.iterdir()) / 2**20
     typer.echo(f"wrote {config.out} ({config.dtype}, {size:.1f} MiB)")
+
+
+def _export_judge(config: ExportConfig, dtype) -> None:
+    """A chat judge's copy to ship: its model in `dtype` and its processor, no optimizer state."""
+    from thinkdraw.checkpoint import read_meta, save_checkpoint
+    from thinkdraw.errors import ThinkdrawError
+    from thinkdraw.judges.vlm import VLMChat
+
+    if config.cfg_scale is not None:
+        raise ThinkdrawError("--cfg-scale is for policies, not judges")
+    chat = VLMChat.load(str(config.checkpoint))
+    meta = {k: v for k, v in read_meta(config.checkpoint).items() if k != "optimizer"}
+    meta["exported_dtype"] = config.dtype
+    save_checkpoint(config.out, chat.model.to(dtype), meta, tokenizer=chat.processor)
 
 
 add_command(app, "vq", TrainVQConfig, vq)
