@@ -92,3 +92,11 @@ def test_entropy_and_its_adaptive_coefficient():
     c = adapt_entropy_coefficient(c, current=3.0, target=2.0, step=1e-3, limit=5e-3)
     assert c == pytest.approx(4e-3)
     assert adapt_entropy_coefficient(-5e-3, current=9.0, target=7.0, step=1e-3, limit=5e-3) == pytest.approx(-5e-3)
+
+
+def test_entropy_of_distributions_with_ruled_out_tokens_is_finite_and_differentiable():
+    logits = torch.tensor([[[0.0, 0.0, float("-inf"), float("-inf")]]], requires_grad=True)
+    h = entropy(logits, torch.ones(1, 1))
+    assert h.item() == pytest.approx(math.log(2))
+    h.backward()
+    assert torch.isfinite(logits.grad).all()

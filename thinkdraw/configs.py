@@ -19,6 +19,7 @@ from typing import Any
 from thinkdraw.engine.settings import SamplingSettings
 from thinkdraw.errors import ThinkdrawError
 from thinkdraw.plan import REASONING
+from thinkdraw.rewards import JUDGED, JUDGED_BY  # PIL and the rule engine: no torch
 from thinkdraw.runtime import DEVICES, DTYPES
 from thinkdraw.verifiers.settings import VERIFIERS, VerifierSettings
 
@@ -235,6 +236,134 @@ class ServeJudgeConfig:
         if self.max_batch < 1 or self.max_queue < 1:
             raise ThinkdrawError("--max-batch and --max-queue must be at least 1")
         check_runtime(self.device, self.threads)
+
+
+# -- GRPO (thinkdraw.trainers.grpo) ----------------------------------------------------------------------------
+GRPO_LEVELS = ("token", "sequence")
+ENTROPY_OPTIONS = tuple(f"entropy_{kind}_{part}" for kind in ("text", "image") for part in ("target", "step", "limit"))
+
+
+@dataclass
+class TrainGRPOConfig:
+    """GRPO on a policy's plan and image tokens (GoT-R1, ReasonGen-R1): groups of rollouts per prompt, scored by
+    a reward, each rollout pushed up or down by how it did against its group."""
+
+    init: Path = option(help="the policy checkpoint folder to start from (an SFT policy that plans)", argument=True)
+    out: Path = option(Path("runs/grpo"), "run folder: checkpoint/ and log.jsonl go here")
+    steps: int = option(400, "optimizer updates (ReasonGen-R1: 400; GoT-R1: 1000)")
+    prompts_per_batch: int = option(4, "prompts per batch of rollouts (ReasonGen-R1: 32; GoT-R1: 8)")
+    group_size: int = option(8, "candidates per prompt: the group each is compared with (GoT-R1: 16)")
+    updates_per_batch: int = option(2, "optimizer updates on each batch of rollouts (ReasonGen-R1: 2)")
+    lr: float = option(
+        5e-5,
+        "peak learning rate (AdamW), cosine decay after warm-up; 5e-5 for the small world model (our choice: "
+        "its SFT ran at 3e-4, the papers' rates are for 7B models); Janus-Pro-7B: 5e-6 (ReasonGen-R1) or 1e-5 "
+        "with LoRA (GoT-R1)",
+    )
+    warmup: int = option(10, "warm-up updates")
+    ratio_clip: float = option(0.2, "PPO's clip of the probability ratio, 1 +- this")
+    kl_beta: float = option(0.0, "weight of the KL to the initial policy (0: no reference model, ReasonGen-R1)")
+    level: str = option("token", "loss average: token (over all counted tokens) or sequence (per rollout first)")
+    reward: str = option("geneval", "reward spec (thinkdraw.rewards.build_reward): geneval, got, binary, pi*ri...")
+    judge: str = option("world", "for judged rewards: world (the shipped world judge), a folder, a hub id or a url")
+    judged_by: str = option("yes", "judged rewards: the judge's P(yes) (yes) or its 0-10 rating (score, GoT-R1's)")
+    think: bool = option(True, "write a plan (or rationale) before drawing; its tokens are trained too")
+    reasoning: str = option("plan", "what thinking writes: plan (objects with boxes, GoT-R1) or rationale")
+    cfg_scale: float = option(
+        1.0, "guidance while sampling rollouts (1 = off, ReasonGen-R1); the ratio is over the guided distribution"
+    )
+    temperature: float = option(1.0, "image-token temperature of the rollouts (> 0)")
+    text_temperature: float = option(1.0, "plan-token temperature of the rollouts (> 0)")
+    max_think_tokens: int = option(128, "plan length at which [boi] is forced")
+    entropy: bool = option(False, "ReasonGen-R1's adaptive entropy terms -c_txt*H_txt - c_img*H_img")
+    entropy_text_target: float = option(2.0, "--entropy: text entropy to track, nats (ReasonGen-R1 on Janus-Pro-7B)")
+    entropy_image_target: float = option(
+        7.0, "--entropy: image entropy to track, nats (ReasonGen-R1 on Janus-Pro-7B; log the world model's first)"
+    )
+    entropy_text_step: float = option(1e-4, "--entropy: change of the text coefficient per update")
+    entropy_image_step: float = option(1e-4, "--entropy: change of the image coefficient per update")
+    entropy_text_limit: float = option(5e-3, "--entropy: |text coefficient| at most (ReasonGen-R1: 5e-3)")
+    entropy_image_limit: float = option(5e-3, "--entropy: |image coefficient| at most (ReasonGen-R1: 5e-3)")
+    lora_rank: int = option(
+        0,
+        "LoRA rank on the language model's attention and MLP projections (0: train all but the VQ; GoT-R1: 32); "
+        "the checkpoint holds the merged weights",
+    )
+    lora_alpha: float = option(0.0, "LoRA's alpha (scale alpha / rank); 0: the rank (scale 1)")
+    max_skipped: int = option(20, "stop after this many batches in a row without signal (every group's rewards equal)")
+    save_every: int = option(50, "checkpoint every this many updates")
+    max_minutes: float = option(0.0, "stop (and save) after this many minutes; 0: no limit")
+    accumulation: int = option(1, "split each update's rollouts into this many micro-batches (less memory)")
+    clip: float = option(1.0, "clip the gradient norm to this (0: no clip)")
+    device: str = option("auto", "auto (a GPU when there is one), cpu, cuda or cuda:N")
+    threads: int = option(2, "CPU threads for torch (0: torch's default)")
+    seed: int = option(0, "random seed (prompt order and rollouts)")
+    resume: bool = option(False, "continue from OUT/checkpoint")
+
+    def __post_init__(self):
+        if not self.init.is_dir():
+            raise ThinkdrawError(f"{self.init}: no such checkpoint folder")
+        if min(self.steps, self.prompts_per_batch, self.updates_per_batch, self.save_every) < 1:
+            raise ThinkdrawError("--steps, --prompts-per-batch, --updates-per-batch, --save-every must be >= 1")
+        if self.group_size < 2:
+            raise ThinkdrawError(f"--group-size {self.group_size}: a group needs at least 2 candidates to compare")
+        if self.lr <= 0 or self.warmup < 0:
+            raise ThinkdrawError("--lr must be positive and --warmup >= 0")
+        if self.ratio_clip <= 0 or self.kl_beta < 0:
+            raise ThinkdrawError("--ratio-clip must be positive and --kl-beta >= 0 (0: no KL term)")
+        if self.level not in GRPO_LEVELS:
+            raise ThinkdrawError(f"--level {self.level!r}: choose token or sequence")
+        if self.reasoning not in REASONING:
+            raise ThinkdrawError(f"--reasoning {self.reasoning!r}: choose one of {', '.join(REASONING)}")
+        if self.judged_by not in JUDGED_BY:
+            raise ThinkdrawError(f"--judged-by {self.judged_by!r}: choose one of {', '.join(JUDGED_BY)}")
+        if not self.needs_judge:
+            reject_ignored(self, ("judge", "judged_by"), f"by the reward {self.reward!r} (it asks no judge)")
+        if self.cfg_scale < 1:
+            raise ThinkdrawError(f"--cfg-scale {self.cfg_scale}: it must be >= 1 (1 = no guidance)")
+        if self.temperature <= 0 or self.text_temperature <= 0:
+            raise ThinkdrawError("--temperature and --text-temperature must be positive: GRPO compares samples")
+        if self.max_think_tokens < 1:
+            raise ThinkdrawError("--max-think-tokens must be at least 1")
+        if not self.think:
+            reject_ignored(
+                self, ("reasoning", "text_temperature", "max_think_tokens"), "with --no-think (nothing is planned)"
+            )
+        if not self.entropy:
+            reject_ignored(self, ENTROPY_OPTIONS, "without --entropy")
+        if any(getattr(self, name) < 0 for name in ENTROPY_OPTIONS):
+            raise ThinkdrawError("the entropy targets, steps and limits must be >= 0")
+        if self.lora_rank < 0 or self.lora_alpha < 0:
+            raise ThinkdrawError("--lora-rank and --lora-alpha must be >= 0 (rank 0: no LoRA)")
+        if not self.lora_rank:
+            reject_ignored(self, ("lora_alpha",), "without --lora-rank")
+        if self.max_skipped < 0:
+            raise ThinkdrawError("--max-skipped must be >= 0")
+        rows = self.prompts_per_batch * self.group_size
+        if not 1 <= self.accumulation <= rows:
+            raise ThinkdrawError(f"--accumulation {self.accumulation}: choose 1 to {rows} (the rollouts per batch)")
+        if self.clip < 0:
+            raise ThinkdrawError("--clip must be >= 0 (0: no clip)")
+        check_runtime(self.device, self.threads)
+        check_resume(self.resume, self.out)
+
+    @property
+    def needs_judge(self) -> bool:
+        """Whether the reward spec names a judged reward (every name but geneval)."""
+
+        names = {f.strip() for term in self.reward.split("+") for f in term.split("*")}
+        return any(name in JUDGED or name == "got" for name in names)
+
+    @property
+    def sampling(self) -> SamplingSettings:
+        """How rollouts are drawn, and so what the ratio's log-probs are taken under (no top-k: every token keeps
+        a finite log-prob)."""
+        return SamplingSettings(
+            cfg_scale=self.cfg_scale,
+            temperature=self.temperature,
+            text_temperature=self.text_temperature,
+            max_think_tokens=self.max_think_tokens,
+        )
 
 
 @dataclass

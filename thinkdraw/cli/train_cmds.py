@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from thinkdraw.cli.config import add_command
-from thinkdraw.configs import ExportConfig, TrainJudgeConfig, TrainPolicyConfig, TrainVQConfig
+from thinkdraw.configs import ExportConfig, TrainGRPOConfig, TrainJudgeConfig, TrainPolicyConfig, TrainVQConfig
 
 app = typer.Typer(help="Train the world model's parts.", no_args_is_help=True)
 
@@ -22,6 +22,12 @@ def policy(config: TrainPolicyConfig) -> None:
     from thinkdraw.world.data import train_world_policy
 
     train_world_policy(config, echo=typer.echo)
+
+
+def grpo(config: TrainGRPOConfig) -> None:
+    from thinkdraw.world.data import train_world_grpo
+
+    train_world_grpo(config, echo=typer.echo)
 
 
 def judge(config: TrainJudgeConfig) -> None:
@@ -60,5 +66,6 @@ def _export_judge(config: ExportConfig, dtype) -> None:
 
 add_command(app, "vq", TrainVQConfig, vq)
 add_command(app, "policy", TrainPolicyConfig, policy)
+add_command(app, "grpo", TrainGRPOConfig, grpo)
 add_command(app, "judge", TrainJudgeConfig, judge)
 add_command(app, "export", ExportConfig, export)

@@ -156,9 +156,11 @@ def _average(x: Tensor, mask: Tensor, level: str) -> Tensor:
 
 
 def entropy(logits: Tensor, mask: Tensor) -> Tensor:
-    """Mean entropy (nats) of the distributions logits [B, T, V] over the tokens where mask [B, T] is 1."""
+    """Mean entropy (nats) of the distributions logits [B, T, V] over the tokens where mask [B, T] is 1. Tokens
+    a distribution rules out (logit -inf: top-k, or words a head never writes) add 0, not 0 * -inf."""
     logp = torch.log_softmax(logits.float(), dim=-1)
-    per_token = -(logp.exp() * logp).sum(-1)
+    p = logp.exp()
+    per_token = -(p * logp.masked_fill(p == 0, 0.0)).sum(-1)
     return (per_token * mask).sum() / mask.sum().clamp(min=1)
 
 

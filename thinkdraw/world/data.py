@@ -176,3 +176,15 @@ def train_world_policy(config, echo=print):
         start = with_revision(start) if config.revise_rate else start
     examples = WorldExamples("train", config.error_rate, config.revise_rate)
     return train_policy(config, examples, start, echo=echo)
+
+
+def train_world_grpo(config, echo=print):
+    """`thinkdraw train grpo`: GRPO of the policy at config.init on the train split's prompts; the geneval reward
+    reads the world's exact detector (WorldDetector), judged rewards the judge config.judge names (world: the
+    shipped world judge)."""
+    from thinkdraw.trainers.grpo import grpo_reward, train_grpo
+    from thinkdraw.world.detector import WorldDetector
+    from thinkdraw.world.registry import ENVIRONMENT, SHIPPED_JUDGES
+
+    reward = grpo_reward(config, detector=WorldDetector(), judges=SHIPPED_JUDGES)
+    return train_grpo(config, load_split("train"), reward, echo=echo, meta={"environment": ENVIRONMENT})

@@ -139,7 +139,8 @@ def rendered_scenes(policy, records: Sequence[dict], rng: random.Random, spoil: 
             objects = with_error(objects, rng.choice(ERRORS), rng) or objects
         scenes.append(render_image(objects))
         plans.append(plan_of_scene(objects).text())
-    tokens = encode_images(policy.model.model.vqmodel, scenes)  # [B, N]
+    vq = policy.model.model.vqmodel
+    tokens = torch.cat([encode_images(vq, scenes[i : i + 64]) for i in range(0, len(scenes), 64)])  # [B, N]
     return [Drawn(r, p, t) for r, p, t in zip(records, plans, tokens, strict=True)]
 
 
