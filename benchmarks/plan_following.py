@@ -30,20 +30,13 @@ from thinkdraw.evaluator.plans import check_plan
 from thinkdraw.evaluator.rules import judge_image
 from thinkdraw.plan import PlanError, parse_plan
 from thinkdraw.policy.model import Policy
+from thinkdraw.rewards import iou
 from thinkdraw.world.detector import WorldDetector
 from thinkdraw.world.layout import solve_layout
 from thinkdraw.world.plans import plan_of_scene, world_words_of
 from thinkdraw.world.registry import SHIPPED_MODELS
 from thinkdraw.world.spec import CANVAS
 from thinkdraw.world.splits import load_split
-
-
-def iou(a, b) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def match(planned: list[tuple[str, str | None, tuple]], detections) -> tuple[int, int]:

@@ -45,8 +45,11 @@ def grade(question: str, label: str, answer) -> bool:
     return answer == parse_feedback(label)
 
 
+UNREADABLE = object()  # an answer the judge gave that cannot be read (ground's None means "not there")
+
+
 def ask_all(judge: ChatJudge, ask: str, examples: list) -> list:
-    """The judge's answers to the examples' question, in batches; None where an answer cannot be read."""
+    """The judge's answers to the examples' question; UNREADABLE where an answer cannot be read."""
 
     def answer(part):
         queries = [e.query for e in part]
@@ -67,7 +70,7 @@ def ask_all(judge: ChatJudge, ask: str, examples: list) -> list:
         try:
             found += answer([e])
         except JudgeError:
-            found.append(None)
+            found.append(UNREADABLE)
     return found
 
 
@@ -99,7 +102,7 @@ def main() -> None:
             for a in ask_all(judge, ask, rows[start : start + args.batch])
         ]
         seconds = time.perf_counter() - began
-        unreadable = [a is None for a in answers] if ask != "ground" else [False] * len(answers)
+        unreadable = [a is UNREADABLE for a in answers]
         graded = [not bad and grade(ask, e.answer, a) for e, a, bad in zip(rows, answers, unreadable, strict=True)]
         entry = {
             "examples": len(rows),
@@ -111,7 +114,7 @@ def main() -> None:
             yes = sum(e.answer == "yes" for e in rows) / len(rows)
             entry |= {"labelled_yes": yes, "majority_accuracy": max(yes, 1 - yes)}
         if ask == "score":
-            close = [a is not None and abs(a - float(e.answer)) <= 1 for e, a in zip(rows, answers, strict=True)]
+            close = [a is not UNREADABLE and abs(a - float(e.answer)) <= 1 for e, a in zip(rows, answers, strict=True)]
             entry["within_1"] = sum(close) / len(rows)
         report["questions"][ask] = entry
         print(f"{ask:10s} " + " ".join(f"{k}={v:.3f}" for k, v in entry.items() if isinstance(v, float)))
