@@ -248,3 +248,9 @@ def test_draw_plan_tints_boxes_and_leaves_background():
     assert np.asarray(draw_plan(plan, size=256))[100, 64].tolist() == [255, 0, 0]
     assert np.abs(image[28, 28] - 98.7).max() <= 1
     assert draw_plan(plan, size=128).size == (128, 128)
+
+
+def test_draw_plan_draws_boxes_under_a_pixel_at_small_sizes():
+    # a policy may plan a box 10 grid units wide: 0.64 px on a 64 px canvas, still one pixel on it
+    image = draw_plan(parse_plan("red circle (100,100),(110,110)"), size=64)
+    assert image.size == (64, 64) and image.getpixel((6, 6)) != image.getpixel((40, 40))

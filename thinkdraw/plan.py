@@ -131,7 +131,8 @@ def draw_plan(
     for obj in plan.objects:
         rgb = _ink(obj.phrase, palette or {})
         x1, y1, x2, y2 = obj.pixel_box(size)
-        draw.rectangle((x1, y1, x2 - 1, y2 - 1), fill=rgb + (110,), outline=rgb + (255,), width=2)
+        # a box under a pixel wide at this size is still drawn, one pixel wide
+        draw.rectangle((x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)), fill=rgb + (110,), outline=rgb + (255,), width=2)
         ink = (0, 0, 0, 255) if sum(rgb) > 300 else (255, 255, 255, 255)
         draw.text((x1 + 3, y1 + 2), obj.phrase, fill=ink, font=font)
     return Image.alpha_composite(canvas.convert("RGBA"), overlay).convert("RGB")
