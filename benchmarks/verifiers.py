@@ -8,8 +8,9 @@ so one partial image is judged once whatever N asks for it. The exact detector s
 evaluator; the verifiers never see it).
 
 Rows: none (one sample: the mean over all candidates, the expected score of N=1), bon, prm, parm, and oracle
-(a pick that is right whenever any of the N is: the ceiling). Per row and N: GenEval's six tasks, all tasks,
-complex, indirect, and mean image tokens per prompt. Writes JSON and a plot (score against tokens).
+(a pick that is right whenever any of the N is: the ceiling); with --rounds, parm++ at the largest N, run live
+(it draws again after the judge's feedback; the policy must have learned second tries). Per row and N: GenEval's
+six tasks, all tasks, complex, indirect, and mean image tokens per prompt. Writes JSON and a plot (score vs tokens).
 
     python benchmarks/verifiers.py --judge world --per-task 12 --cache /work/verify/test --out docs/bench/verifiers.json
 """
@@ -32,7 +33,7 @@ from thinkdraw.evaluator.rules import judge_image
 from thinkdraw.judges.load import load_judge
 from thinkdraw.policy.model import Policy
 from thinkdraw.verifiers.settings import VerifierSettings
-from thinkdraw.verifiers.verify import replay
+from thinkdraw.verifiers.verify import replay, verify
 from thinkdraw.world.detector import WorldDetector
 from thinkdraw.world.judge_data import draw_rollouts, read_rollouts
 from thinkdraw.world.registry import SHIPPED_JUDGES, SHIPPED_MODELS
@@ -73,6 +74,13 @@ class CachedJudge:
             self.memo.update({self.key(question, q): a for q, a in zip(todo, answers, strict=True)})
         return [self.memo[self.key(question, q)] for q in queries]
 
+    def feedback(self, queries):
+        began = time.perf_counter()
+        said = self.judge.feedback(queries)
+        self.seconds += time.perf_counter() - began
+        self.asked += len(queries)
+        return said
+
 
 def pick_records(split: str, per_task: int) -> list[int]:
     """The first `per_task` prompts of every task, in split order."""
@@ -110,6 +118,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="verifiers.json")
     parser.add_argument("--plot", default=None, help="PNG (default: --out with .png)")
+    parser.add_argument("--rounds", type=int, default=0, help="parm++ at the largest N, live, with this many rounds")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     policy = Policy.load(SHIPPED_MODELS.get(args.model, args.model))
@@ -145,6 +154,17 @@ def main() -> None:
             print(
                 f"{kind:6s} N={n:2d} six={rows[kind][n]['geneval_six']:.3f} tokens={rows[kind][n]['image_tokens']:.0f}"
             )
+    if args.rounds:  # parm++ draws again after feedback: run live (its first round is PARM on the same candidates)
+        settings = VerifierSettings(candidates=args.n, checks=args.checks, rounds=args.rounds)
+        prompts = [g[0].record["prompt"] for g in groups]
+        picks = verify("parm++", policy, judge, prompts, settings, seed=0, indices=indices)
+        correct = [
+            float(judge_image(g[0].record, p.candidates[p.chosen].image, detector).correct)
+            for g, p in zip(groups, picks, strict=True)
+        ]
+        rows["parm++"][args.n] = summary(by_task(correct), [p.image_tokens for p in picks])
+        rows["parm++"][args.n]["second_tries"] = sum(len(p.feedback) for p in picks)
+        print(f"parm++ N={args.n:2d} six={rows['parm++'][args.n]['geneval_six']:.3f}")
     report = {
         "model": args.model,
         "judge": args.judge,
@@ -156,7 +176,6 @@ def main() -> None:
         "judgments": judge.asked,
         "judgments_per_second": judge.asked / judge.seconds if judge.seconds else None,
         "rows": rows,
-        "not_built": {"parm++": "PARM++ (reflection and re-planning) is not built yet"},
     }
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     plot(rows, args.plot or str(Path(args.out).with_suffix(".png")))

@@ -4,14 +4,18 @@
 #   recipes/world.sh vq     RUNS      the VQ image tokenizer: patch-local encoder and codebook fixed, the decoder
 #                                     trained (26 min)
 #   recipes/world.sh base   RUNS VQ   the base policy, prompt -> image (at most 48 min)
-#   recipes/world.sh sft    RUNS INIT [LR STEPS MINUTES]
+#   recipes/world.sh sft    RUNS INIT [LR STEPS MINUTES REVISE]
 #                                     one SFT chunk, prompt -> plan (or rationale) -> image, from INIT: a base
 #                                     policy (the first chunk, lr 1e-3, 1800 steps, at most 60 min; plan-guided
 #                                     positions and the rationale token are added to it) or the last chunk's
-#                                     exported SFT (a later chunk: fresh optimizer, the weights go on)
+#                                     exported SFT (a later chunk: fresh optimizer, the weights go on); REVISE:
+#                                     the share of second-try examples (PARM++), default 0
+#   recipes/world.sh judge  RUNS [MINUTES]
+#                                     the world judge: the shipped SFT's samples of 1500 train prompts (2 each),
+#                                     then a tiny LLaVA trained on them and on 1000 rendered scenes (at most 50 min)
 #   recipes/world.sh export RUNS PART [CFG]
-#                                     an fp16 copy of RUNS/PART/checkpoint into thinkdraw/assets/PART (CFG: the
-#                                     guidance scale generation uses with it by default)
+#                                     an fp16 copy of RUNS/PART/checkpoint into thinkdraw/assets/PART (PART: vq,
+#                                     base, sft or judge; CFG: the guidance scale generation uses with a policy)
 #
 # What ran for the shipped models (all on this 2-core CPU; no GPU was lent):
 #   vq and base: two stops before this one (the VQ 26 min, base 2500 steps); unchanged since.
@@ -25,7 +29,7 @@
 # One run at a time on both cores: two side by side on one thread each took about 5 s a step each. Policies
 # train in float32 (--no-bf16): under bfloat16 autocast a step took 1.5-1.7x as long on this CPU.
 set -euo pipefail
-STAGE=${1:?vq, base, sft or export}
+STAGE=${1:?vq, base, sft, judge or export}
 RUNS=${2:-runs}
 export OMP_WAIT_POLICY=PASSIVE  # as in the runs whose timings are given above
 ASSETS=$(python -c "import thinkdraw, pathlib; print(pathlib.Path(thinkdraw.__file__).parent / 'assets')")
@@ -39,11 +43,15 @@ base)
 sft)
     rm -rf "$RUNS/sft"
     thinkdraw train policy sft "${3:?INIT policy}" --out "$RUNS/sft" --batch-size 16 --lr "${4:-1e-3}" \
-        --steps "${5:-1800}" --max-minutes "${6:-60}" --save-every 100 --threads 2 --no-bf16 ;;
+        --steps "${5:-1800}" --max-minutes "${6:-60}" --revise-rate "${7:-0}" --save-every 100 --threads 2 --no-bf16 ;;
+judge)
+    thinkdraw world rollouts "$RUNS/rollouts" --split train --prompts 1500 --per-prompt 2 --threads 2
+    thinkdraw train judge --rollouts "$RUNS/rollouts" --scenes 1000 --out "$RUNS/judge" --steps 2000 \
+        --batch-size 32 --lr 1e-3 --max-minutes "${3:-50}" --save-every 200 --threads 2 ;;
 export)
-    part=${3:?vq, base or sft}
+    part=${3:?vq, base, sft or judge}
     rm -rf "$ASSETS/$part"
     thinkdraw train export "$RUNS/$part/checkpoint" "$ASSETS/$part" --dtype float16 ${4:+--cfg-scale "$4"} ;;
 *)
-    echo "unknown stage $STAGE: vq, base, sft or export" >&2; exit 2 ;;
+    echo "unknown stage $STAGE: vq, base, sft, judge or export" >&2; exit 2 ;;
 esac
