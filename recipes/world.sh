@@ -24,6 +24,11 @@
 #                `export /work/runs sft 2`.
 #   sft chunk 3: `recipes/world.sh sft /work/runs thinkdraw/assets/sft 3e-4 2300 85` (all 2300 steps, 72.7 min;
 #                final loss 0.266: text CE 0.91, image CE 0.13 nats/token), then `export /work/runs sft 2`.
+#   sft chunk 4: `recipes/world.sh sft /work/runs thinkdraw/assets/sft 3e-4 2500 95` (2055 of the 2500 steps in
+#                the 95 min: rollouts and a judge trained on the same two cores; last logged loss 0.23), then
+#                `export /work/runs sft 2`.
+#   judge: `recipes/world.sh judge /work/runs` on chunk 3's samples (1 thread each, beside chunk 4), then
+#                `export /work/runs judge`.
 # A chunk's weights are committed when it ends (thinkdraw/assets/sft), so an interrupted session loses at most
 # one chunk; rerunning the same commands reproduces the shipped model.
 # One run at a time on both cores: two side by side on one thread each took about 5 s a step each. Policies
