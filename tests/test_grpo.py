@@ -15,8 +15,8 @@ import math
 import pytest
 import torch
 from safetensors import safe_open
+from test_cli_model import no_progress_bars  # noqa: F401 (a fixture)
 from tiny_models import tiny_policy
-from transformers.utils import logging as hf_logging
 from typer.testing import CliRunner
 
 import thinkdraw.trainers.grpo as grpo
@@ -114,17 +114,7 @@ def test_judged_rewards_take_a_judge(init, tmp_path):
     assert not config_for(init, tmp_path, reward="geneval").needs_judge
 
 
-@pytest.fixture
-def no_progress_bars():
-    """What `thinkdraw` (main) does through HF_HUB_DISABLE_PROGRESS_BARS; the test runner calls the app directly."""
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    yield
-    if was:
-        hf_logging.enable_progress_bar()
-
-
-def test_cli_runs_the_world_entry_and_stops_in_one_line(init, tmp_path, no_progress_bars):
+def test_cli_runs_the_world_entry_and_stops_in_one_line(init, tmp_path, no_progress_bars):  # noqa: F811
     """geneval over the world detector: an untrained policy draws nothing it accepts, so every group is equal."""
     result = CliRunner().invoke(
         app,

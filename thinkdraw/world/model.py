@@ -152,16 +152,7 @@ def new_world_policy(vq: JanusVQVAE, hidden: int = 192, layers: int = 6, seed: i
 def with_layout(policy: Policy) -> Policy:
     """A world policy given plan-guided positions and a rationale token: those tokens appended to its tokenizer
     and embedding (new rows; every other row and id unchanged). A policy that has them is returned as it is."""
-    if policy.layout is not None:
-        return policy
-    grid = policy.model.model.vqmodel.config.num_patches
-    tokenizer = build_tokenizer(image_positions=grid * grid, layout=True)
-    old = policy.tokenizer.get_vocab()
-    if any(tokenizer.get_vocab().get(token) != index for token, index in old.items()):
-        raise ValueError("not a world tokenizer: its ids differ from the world's")
-    torch.manual_seed(0)
-    policy.model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    return Policy(policy.model, tokenizer)
+    return policy if policy.layout is not None else _grown(policy, revise=False)
 
 
 def with_revision(policy: Policy) -> Policy:
@@ -170,11 +161,16 @@ def with_revision(policy: Policy) -> Policy:
     as it is."""
     if policy.format.name == "plain" and policy.format.revise is not None:
         return policy
+    return _grown(policy, revise=True)
+
+
+def _grown(policy: Policy, revise: bool) -> Policy:
+    """The policy with the world tokenizer of layout (and revise) tokens; its old ids must be the world's."""
     grid = policy.model.model.vqmodel.config.num_patches
-    tokenizer = build_tokenizer(image_positions=grid * grid, layout=True, revise=True)
+    tokenizer = build_tokenizer(image_positions=grid * grid, layout=True, revise=revise)
     old = policy.tokenizer.get_vocab()
     if any(tokenizer.get_vocab().get(token) != index for token, index in old.items()):
-        raise ValueError("not a world tokenizer with layout tokens: its ids differ from the world's")
+        raise ValueError("not a world tokenizer: its ids differ from the world's")
     torch.manual_seed(0)
     policy.model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     return Policy(policy.model, tokenizer)
