@@ -26,7 +26,8 @@ from thinkdraw.world.render import render_image
 
 
 class ScriptedJudge:
-    """P(yes) per (question, prompt), boxes per phrase; prompts containing "broken" make the judge fail."""
+    """P(yes) per (question, prompt), boxes per phrase; prompts containing "broken" make the judge fail. No
+    feedback: no reward asks for it."""
 
     def __init__(self, yes: dict[tuple[str, str], float], boxes: dict[str, tuple | None] | None = None):
         self.answers, self.boxes, self.calls = yes, boxes or {}, []
@@ -48,9 +49,6 @@ class ScriptedJudge:
     def ground(self, queries, phrases):
         self._check(queries)
         return [self.boxes[p] for p in phrases]
-
-    def feedback(self, queries):
-        raise NotImplementedError
 
 
 IMAGE = Image.new("RGB", (64, 64), (128, 128, 128))
