@@ -20,6 +20,7 @@ from tiny_models import tiny_policy
 from typer.testing import CliRunner
 
 import thinkdraw.trainers.grpo as grpo
+import thinkdraw.trainers.rollouts as rollouts
 from thinkdraw.checkpoint import read_meta
 from thinkdraw.cli.main import app
 from thinkdraw.configs import TrainGRPOConfig
@@ -146,7 +147,7 @@ def test_old_logps_are_the_teacher_forced_ones_at_the_start(init, tmp_path, cfg_
         plans, images = policy.logprobs(
             batch.prompts, batch.plan_ids, batch.image_ids, True, batch.boi_sampled, config.sampling
         )
-    public = grpo.pack(plans, images, batch.width)  # the Policy's own teacher forcing, laid out the same way
+    public = rollouts.pack(plans, images, batch.width)  # the Policy's own teacher forcing, laid out the same way
     for logps in (fresh, public):
         assert ((logps - batch.old_logps) * batch.mask).abs().max().item() < 1e-4
     grpo.train_grpo(config, RECORDS, words, echo=quiet)
@@ -229,7 +230,7 @@ def test_lora_trains_only_the_adapters_and_saves_merged_weights(init, tmp_path):
     config = config_for(init, tmp_path / "run", steps=4, lora_rank=4, save_every=100)
     torch.manual_seed(config.seed)  # as train_grpo starts: the adapters' initial values
     start = Policy.load(init)
-    grpo.add_lora(start, config)
+    rollouts.add_lora(start, config)
     before = {n: p.detach().clone() for n, p in start.model.named_parameters()}
     policy = grpo.train_grpo(config, RECORDS, words, echo=quiet)
     moved = {n for n, p in policy.model.named_parameters() if not torch.equal(p, before[n])}
@@ -337,7 +338,7 @@ def test_a_nan_reward_stops_and_the_last_checkpoint_resumes_exactly(uninterrupte
         scores = good(samples)
         return scores if len(calls) < 4 else scores[:5] + [Score(float("nan"), "broken")] + scores[6:]
 
-    with pytest.raises(grpo.GRPOError, match=r"step 4: the reward is nan \(non-finite\) for rollout 5 of batch 3"):
+    with pytest.raises(grpo.RunError, match=r"step 4: the reward is nan \(non-finite\) for rollout 5 of batch 3"):
         grpo.train_grpo(config, RECORDS, breaks_at_batch_3, echo=quiet)
     assert read_meta(out / "checkpoint")["step"] == 4
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint", "log.jsonl"]
@@ -354,7 +355,7 @@ def test_a_nan_loss_stops_with_what_and_where(init, tmp_path, monkeypatch):
         return LossOutput(out.loss * float("nan"), out.metrics) if len(calls) > 1 else out
 
     monkeypatch.setattr(grpo, "grpo_loss", broken)
-    with pytest.raises(grpo.GRPOError, match="step 1: the GRPO loss is non-finite"):
+    with pytest.raises(grpo.RunError, match="step 1: the GRPO loss is non-finite"):
         grpo.train_grpo(config_for(init, tmp_path / "run", steps=2, save_every=1), RECORDS, words, echo=quiet)
     assert read_meta(tmp_path / "run" / "checkpoint")["step"] == 1
 

@@ -243,8 +243,60 @@ GRPO_LEVELS = ("token", "sequence")
 ENTROPY_OPTIONS = tuple(f"entropy_{kind}_{part}" for kind in ("text", "image") for part in ("target", "step", "limit"))
 
 
+class RolloutOptions:
+    """What the GRPO and DPO configs share (each has these fields itself: reward, judge, judged_by, think,
+    reasoning, cfg_scale, temperature, text_temperature, max_think_tokens, lora_rank, lora_alpha, accumulation,
+    clip, device, threads, resume, out): their checks, whether the reward needs a judge, the sampling settings."""
+
+    def check_rollout_options(self, rows: int) -> None:
+        """The shared options' checks; `rows`: the sequences of one update, which accumulation splits."""
+        if self.reasoning not in REASONING:
+            raise ThinkdrawError(f"--reasoning {self.reasoning!r}: choose one of {', '.join(REASONING)}")
+        if self.judged_by not in JUDGED_BY:
+            raise ThinkdrawError(f"--judged-by {self.judged_by!r}: choose one of {', '.join(JUDGED_BY)}")
+        if not self.needs_judge:
+            reject_ignored(self, ("judge", "judged_by"), f"by the reward {self.reward!r} (it asks no judge)")
+        if self.cfg_scale < 1:
+            raise ThinkdrawError(f"--cfg-scale {self.cfg_scale}: it must be >= 1 (1 = no guidance)")
+        if self.temperature <= 0 or self.text_temperature <= 0:
+            raise ThinkdrawError("--temperature and --text-temperature must be positive: the run compares samples")
+        if self.max_think_tokens < 1:
+            raise ThinkdrawError("--max-think-tokens must be at least 1")
+        if not self.think:
+            reject_ignored(
+                self, ("reasoning", "text_temperature", "max_think_tokens"), "with --no-think (nothing is planned)"
+            )
+        if self.lora_rank < 0 or self.lora_alpha < 0:
+            raise ThinkdrawError("--lora-rank and --lora-alpha must be >= 0 (rank 0: no LoRA)")
+        if not self.lora_rank:
+            reject_ignored(self, ("lora_alpha",), "without --lora-rank")
+        if not 1 <= self.accumulation <= rows:
+            raise ThinkdrawError(f"--accumulation {self.accumulation}: choose 1 to {rows} (the sequences of an update)")
+        if self.clip < 0:
+            raise ThinkdrawError("--clip must be >= 0 (0: no clip)")
+        check_runtime(self.device, self.threads)
+        check_resume(self.resume, self.out)
+
+    @property
+    def needs_judge(self) -> bool:
+        """Whether the reward spec names a judged reward (every name but geneval)."""
+        names = {f.strip() for term in self.reward.split("+") for f in term.split("*")}
+        return any(name in JUDGED or name == "got" for name in names)
+
+    @property
+    def sampling(self) -> SamplingSettings:
+        """How rollouts are drawn, and so what the log-probs are taken under (no top-k: every token keeps a
+        finite log-prob)."""
+        return SamplingSettings(
+            cfg_scale=self.cfg_scale,
+            temperature=self.temperature,
+            text_temperature=self.text_temperature,
+            max_think_tokens=self.max_think_tokens,
+        )
+
+
 @dataclass
-class TrainGRPOConfig:
+class TrainGRPOConfig(RolloutOptions):
     """GRPO on a policy's plan and image tokens (GoT-R1, ReasonGen-R1): groups of rollouts per prompt, scored by
     a reward, each rollout pushed up or down by how it did against its group."""
 
@@ -313,57 +365,86 @@ class TrainGRPOConfig:
             raise ThinkdrawError("--ratio-clip must be positive and --kl-beta >= 0 (0: no KL term)")
         if self.level not in GRPO_LEVELS:
             raise ThinkdrawError(f"--level {self.level!r}: choose token or sequence")
-        if self.reasoning not in REASONING:
-            raise ThinkdrawError(f"--reasoning {self.reasoning!r}: choose one of {', '.join(REASONING)}")
-        if self.judged_by not in JUDGED_BY:
-            raise ThinkdrawError(f"--judged-by {self.judged_by!r}: choose one of {', '.join(JUDGED_BY)}")
-        if not self.needs_judge:
-            reject_ignored(self, ("judge", "judged_by"), f"by the reward {self.reward!r} (it asks no judge)")
-        if self.cfg_scale < 1:
-            raise ThinkdrawError(f"--cfg-scale {self.cfg_scale}: it must be >= 1 (1 = no guidance)")
-        if self.temperature <= 0 or self.text_temperature <= 0:
-            raise ThinkdrawError("--temperature and --text-temperature must be positive: GRPO compares samples")
-        if self.max_think_tokens < 1:
-            raise ThinkdrawError("--max-think-tokens must be at least 1")
-        if not self.think:
-            reject_ignored(
-                self, ("reasoning", "text_temperature", "max_think_tokens"), "with --no-think (nothing is planned)"
-            )
         if not self.entropy:
             reject_ignored(self, ENTROPY_OPTIONS, "without --entropy")
         if any(getattr(self, name) < 0 for name in ENTROPY_OPTIONS):
             raise ThinkdrawError("the entropy targets, steps and limits must be >= 0")
-        if self.lora_rank < 0 or self.lora_alpha < 0:
-            raise ThinkdrawError("--lora-rank and --lora-alpha must be >= 0 (rank 0: no LoRA)")
-        if not self.lora_rank:
-            reject_ignored(self, ("lora_alpha",), "without --lora-rank")
         if self.max_skipped < 0:
             raise ThinkdrawError("--max-skipped must be >= 0")
-        rows = self.prompts_per_batch * self.group_size
-        if not 1 <= self.accumulation <= rows:
-            raise ThinkdrawError(f"--accumulation {self.accumulation}: choose 1 to {rows} (the rollouts per batch)")
-        if self.clip < 0:
-            raise ThinkdrawError("--clip must be >= 0 (0: no clip)")
-        check_runtime(self.device, self.threads)
-        check_resume(self.resume, self.out)
+        self.check_rollout_options(self.prompts_per_batch * self.group_size)
+
+
+# -- DPO (thinkdraw.trainers.dpo) ------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainDPOConfig(RolloutOptions):
+    """DPO and iterative DPO ("verify and reinforce"): pairs of the policy's own samples, the better by a reward
+    chosen, the worse rejected; round after round, each sampling with the policy the last one trained."""
+
+    init: Path = option(help="the policy checkpoint folder to start from (an SFT policy that plans)", argument=True)
+    out: Path = option(Path("runs/dpo"), "run folder: checkpoint/, rounds/R/ (each round's weights), log.jsonl")
+    rounds: int = option(
+        1, "rounds of sample -> rank -> train (1: DPO; more: iterative DPO, the reference being each round's start)"
+    )
+    prompts_per_round: int = option(256, "prompts sampled each round: at most one pair each")
+    candidates: int = option(4, "samples per prompt: the best and the worst by the reward make its pair")
+    steps_per_round: int = option(100, "optimizer updates each round")
+    batch_size: int = option(8, "pairs per update")
+    lr: float = option(2e-5, "peak learning rate (AdamW), cosine decay over all rounds after warm-up")
+    warmup: int = option(10, "warm-up updates")
+    beta: float = option(0.1, "DPO's beta ('verify and reinforce': 0.1)")
+    plan_tokens: bool = option(
+        True, "sum the plan's log-probs with the image's (the paper, drawing without plans, sums image tokens only)"
+    )
+    reward: str = option(
+        "pi",
+        "how samples are ranked (thinkdraw.rewards spec): pi (the judge's P(yes) that the image shows the "
+        "prompt: the outcome reward model), geneval (GenEval's rules over the detector), got, binary...",
+    )
+    judge: str = option("world", "for judged rewards: world (the shipped world judge), a folder, a hub id or a url")
+    judged_by: str = option("yes", "judged rewards: the judge's P(yes) (yes) or its 0-10 rating (score, GoT-R1's)")
+    think: bool = option(True, "write a plan (or rationale) before drawing")
+    reasoning: str = option("plan", "what thinking writes: plan (objects with boxes, GoT-R1) or rationale")
+    cfg_scale: float = option(1.0, "guidance while sampling (1 = off); the log-probs are those of the guided model")
+    temperature: float = option(1.0, "image-token temperature of the samples (> 0)")
+    text_temperature: float = option(1.0, "plan-token temperature of the samples (> 0)")
+    max_think_tokens: int = option(128, "plan length at which [boi] is forced")
+    sample_batch: int = option(32, "samples drawn (and ranked, and scored by the reference) together")
+    lora_rank: int = option(0, "LoRA rank on the language model's projections (0: train all but the VQ)")
+    lora_alpha: float = option(0.0, "LoRA's alpha (scale alpha / rank); 0: the rank (scale 1)")
+    save_every: int = option(50, "checkpoint every this many updates (it must divide --steps-per-round)")
+    max_minutes: float = option(0.0, "stop (and save) after this many minutes; 0: no limit")
+    accumulation: int = option(1, "split each update's pairs into this many micro-batches (less memory)")
+    clip: float = option(1.0, "clip the gradient norm to this (0: no clip)")
+    device: str = option("auto", "auto (a GPU when there is one), cpu, cuda or cuda:N")
+    threads: int = option(2, "CPU threads for torch (0: torch's default)")
+    seed: int = option(0, "random seed (prompts, samples, batches)")
+    resume: bool = option(False, "continue from OUT/checkpoint")
+
+    def __post_init__(self):
+        if not self.init.is_dir():
+            raise ThinkdrawError(f"{self.init}: no such checkpoint folder")
+        sizes = (self.rounds, self.prompts_per_round, self.steps_per_round, self.batch_size, self.sample_batch)
+        if min(sizes) < 1:
+            raise ThinkdrawError(
+                "--rounds, --prompts-per-round, --steps-per-round, --batch-size, --sample-batch must be >= 1"
+            )
+        if self.candidates < 2:
+            raise ThinkdrawError(f"--candidates {self.candidates}: a pair needs at least 2 samples to rank")
+        if self.lr <= 0 or self.warmup < 0 or self.beta <= 0:
+            raise ThinkdrawError("--lr and --beta must be positive and --warmup >= 0")
+        if self.save_every < 1 or self.steps_per_round % self.save_every:
+            raise ThinkdrawError(
+                f"--save-every {self.save_every} must divide --steps-per-round {self.steps_per_round} "
+                "(every round's end is saved)"
+            )
+        self.check_rollout_options(self.batch_size)
 
     @property
-    def needs_judge(self) -> bool:
-        """Whether the reward spec names a judged reward (every name but geneval)."""
-
-        names = {f.strip() for term in self.reward.split("+") for f in term.split("*")}
-        return any(name in JUDGED or name == "got" for name in names)
-
-    @property
-    def sampling(self) -> SamplingSettings:
-        """How rollouts are drawn, and so what the ratio's log-probs are taken under (no top-k: every token keeps
-        a finite log-prob)."""
-        return SamplingSettings(
-            cfg_scale=self.cfg_scale,
-            temperature=self.temperature,
-            text_temperature=self.text_temperature,
-            max_think_tokens=self.max_think_tokens,
-        )
+    def steps(self) -> int:
+        """Optimizer updates of the whole run."""
+        return self.rounds * self.steps_per_round
 
 
 @dataclass

@@ -5,7 +5,14 @@ from __future__ import annotations
 import typer
 
 from thinkdraw.cli.config import add_command
-from thinkdraw.configs import ExportConfig, TrainGRPOConfig, TrainJudgeConfig, TrainPolicyConfig, TrainVQConfig
+from thinkdraw.configs import (
+    ExportConfig,
+    TrainDPOConfig,
+    TrainGRPOConfig,
+    TrainJudgeConfig,
+    TrainPolicyConfig,
+    TrainVQConfig,
+)
 
 app = typer.Typer(help="Train the world model's parts.", no_args_is_help=True)
 
@@ -28,6 +35,12 @@ def grpo(config: TrainGRPOConfig) -> None:
     from thinkdraw.world.data import train_world_grpo
 
     train_world_grpo(config, echo=typer.echo)
+
+
+def dpo(config: TrainDPOConfig) -> None:
+    from thinkdraw.world.data import train_world_dpo
+
+    train_world_dpo(config, echo=typer.echo)
 
 
 def judge(config: TrainJudgeConfig) -> None:
@@ -67,5 +80,6 @@ def _export_judge(config: ExportConfig, dtype) -> None:
 add_command(app, "vq", TrainVQConfig, vq)
 add_command(app, "policy", TrainPolicyConfig, policy)
 add_command(app, "grpo", TrainGRPOConfig, grpo)
+add_command(app, "dpo", TrainDPOConfig, dpo)
 add_command(app, "judge", TrainJudgeConfig, judge)
 add_command(app, "export", ExportConfig, export)

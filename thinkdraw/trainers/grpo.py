@@ -30,7 +30,7 @@ else does. The checkpoint's model is the merged one (base + B @ A * alpha / r, a
 Policy.load reads); the adapters themselves go in trainer.safetensors, so --resume rebuilds base (config.init,
 untouched by training) + the same adapters exactly.
 
-Non-finite rewards, losses or weights stop the run with a GRPOError naming what and where; the last checkpoint
+Non-finite rewards, losses or weights stop the run with a RunError naming what and where; the last checkpoint
 written stays as it was (nothing is saved on that path).
 
 The model stays in eval mode throughout: dropout would make the ratio compare two different distributions.
@@ -38,72 +38,37 @@ The model stays in eval mode throughout: dropout would make the ratio compare tw
 
 from __future__ import annotations
 
-import math
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from thinkdraw.checkpoint import load_trainer_state, read_meta, save_checkpoint
+from thinkdraw.checkpoint import load_trainer_state, save_checkpoint
 from thinkdraw.configs import TrainGRPOConfig
-from thinkdraw.engine.sampling import cfg_combine, process_logits, sequence_logits
-from thinkdraw.engine.settings import SamplingSettings
-from thinkdraw.errors import ThinkdrawError
 from thinkdraw.policy.model import Policy
-from thinkdraw.rewards import Reward, Sample, build_reward
+from thinkdraw.rewards import Reward
 from thinkdraw.runtime import Runtime
 from thinkdraw.trainers.common import RunLog, accelerated, run_meta, run_steps
-from thinkdraw.trainers.losses import adapt_entropy_coefficient, entropy, group_advantages, grpo_loss
-from thinkdraw.trainers.sft import trainable_parameters
-
-LORA_TARGETS = r"model\.language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
-
-
-class GRPOError(ThinkdrawError):
-    """A run that cannot go on: a non-finite reward, loss or weight, or no batch with any signal."""
-
+from thinkdraw.trainers.losses import adapt_entropy_coefficient, group_advantages, grpo_loss
+from thinkdraw.trainers.rollouts import (
+    Rollouts,
+    RunError,
+    check_finite,
+    model_to_save,
+    restore_adapters,
+    rollouts_from_state,
+    rollouts_of,
+    rollouts_state,
+    row_slices,
+    sample_scored,
+    saved_run,
+    token_logprobs,
+    trainable_policy,
+)
 
 # -- rollouts ---------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Rollouts:
-    """One batch's rollouts that carry signal (the rows of kept groups with a reward), ready for updates."""
-
-    index: int  # the batch's number: its prompts and rollout seeds
-    prompts: list[str]  # per kept row
-    plan_ids: list[list[int]]  # per kept row, without the final boi
-    boi_sampled: list[bool]  # per kept row: the plan ended by sampling boi (its log-prob is counted)
-    image_ids: Tensor  # [K, N]
-    old_logps: Tensor  # [K, W + N]: the sampler's log-probs, plan tokens in columns < W, image tokens after
-    mask: Tensor  # [K, W + N] float: 1 on the tokens that count
-    advantages: Tensor  # [K]
-    ref_logps: Tensor | None  # [K, W + N] the reference policy's, when kl_beta > 0
-    stats: dict[str, float]  # reward statistics of the whole batch
-
-    @property
-    def width(self) -> int:
-        """W: the columns of plan tokens."""
-        return self.old_logps.shape[1] - self.image_ids.shape[1]
-
-    def rows(self, index: slice) -> Rollouts:
-        pick = range(len(self.prompts))[index]
-        ref = None if self.ref_logps is None else self.ref_logps[index]
-        return Rollouts(
-            self.index,
-            [self.prompts[i] for i in pick],
-            [self.plan_ids[i] for i in pick],
-            [self.boi_sampled[i] for i in pick],
-            self.image_ids[index],
-            self.old_logps[index],
-            self.mask[index],
-            self.advantages[index],
-            ref,
-            self.stats,
-        )
 
 
 def batch_records(records: Sequence[dict], config: TrainGRPOConfig, index: int) -> tuple[list[dict], int]:
@@ -125,12 +90,6 @@ def reward_stats(values: list[float | None], advantages: list[float | None], gro
     }
 
 
-def pack(text: list[Tensor], image: Tensor, width: int) -> Tensor:
-    """Per-row plan-token values (right-padded with 0 to `width`) then image-token values [K, N] -> [K, W + N]."""
-    padded = [F.pad(t, (0, width - len(t))) for t in text]
-    return torch.cat([torch.stack(padded) if padded else image.new_zeros(0, width), image], 1)
-
-
 def make_rollouts(
     policy: Policy,
     records: Sequence[dict],
@@ -144,92 +103,20 @@ def make_rollouts(
     an advantage: none at all when every group was dropped."""
     chosen, seed = batch_records(records, config, index)
     G = config.group_size
-    candidates = policy.generate(
-        [r["prompt"] for r in chosen], config.think, G, seed, config.sampling, reasoning=config.reasoning
-    )
-    rows = [record for record in chosen for _ in range(G)]
-    samples = [Sample(r, c.image, c.plan, config.reasoning) for r, c in zip(rows, candidates, strict=True)]
-    scores = reward(samples)
-    if len(scores) != len(samples):
-        raise GRPOError(f"step {step}: the reward gave {len(scores)} scores for {len(samples)} samples")
-    values = [s.value for s in scores]
-    for i, value in enumerate(values):
-        if value is not None and not math.isfinite(value):
-            raise GRPOError(
-                f"step {step}: the reward is {value} (non-finite) for rollout {i} of batch {index} "
-                f"({rows[i]['prompt']!r}: {scores[i].reason or 'no reason given'}); stopped, the last checkpoint stays"
-            )
+    candidates, values = sample_scored(policy, chosen, reward, config, G, seed, step, f"batch {index}")
     advantages = group_advantages(values, G)
     kept = [i for i, a in enumerate(advantages) if a is not None]
-    text = [candidates[i].plan_logprobs for i in kept]
-    width = max((len(t) for t in text), default=0)
-    image = torch.stack([candidates[i].image_logprobs for i in kept]) if kept else torch.zeros(0, 0)
-    old_logps = pack(text, image, width)
-    mask = pack([torch.ones_like(t) for t in text], torch.ones_like(image), width)
-    device = policy.device
-    rollouts = Rollouts(
+    rollouts = rollouts_of(
+        [candidates[i] for i in kept],
+        [advantages[i] for i in kept],
         index,
-        [rows[i]["prompt"] for i in kept],
-        [candidates[i].plan_ids for i in kept],
-        [candidates[i].boi_sampled for i in kept],
-        torch.stack([candidates[i].image_tokens for i in kept]).to(device) if kept else torch.zeros(0, 0).long(),
-        old_logps.to(device),
-        mask.to(device),
-        torch.tensor([advantages[i] for i in kept], dtype=old_logps.dtype, device=device),
-        None,
         reward_stats(values, advantages, G),
+        policy.device,
     )
     if reference is not None and kept:
         with torch.no_grad():
             rollouts.ref_logps = token_logprobs(reference, rollouts, config).logps
     return rollouts
-
-
-# -- teacher forcing --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TokenLogps:
-    logps: Tensor  # [K, W + N] laid out as Rollouts.old_logps (0 where the mask is 0)
-    text_entropy: Tensor  # scalar: mean entropy (nats) of the processed distributions over the plan tokens
-    image_entropy: Tensor  # scalar: the same over the image tokens
-
-
-def _float(x: Tensor) -> Tensor:
-    return x if x.dtype == torch.float64 else x.float()
-
-
-def _entropy(logps: Tensor) -> Tensor:
-    """Mean entropy of log-prob rows [T, V] (tokens the model may never write, at -inf, add 0)."""
-    if logps.shape[0] == 0:
-        return logps.new_zeros(())
-    return entropy(logps[None], logps.new_ones(1, logps.shape[0]))
-
-
-def token_logprobs(policy: Policy, rollouts: Rollouts, config: TrainGRPOConfig) -> TokenLogps:
-    """The rows' log-probs under the distribution they were sampled from, differentiably: one forward over
-    prompt + plan + boi + image (and the unconditional one when guided), then the sampler's processing
-    (CFG on image logits, temperatures; as engine.sampling.teacher_forced_logprobs) and the entropies of it."""
-    settings: SamplingSettings = config.sampling
-    contexts = [policy.encode(p, config.think, config.reasoning) for p in rollouts.prompts]
-    layout = policy.layout_of(rollouts.plan_ids)
-    args = (policy.model, contexts, rollouts.plan_ids, rollouts.image_ids, policy.special)
-    text_logits, image_logits = sequence_logits(*args, layout=layout)  # list of [T_i + 1, V_text], [K, N, V_img]
-    image_logits = _float(image_logits)
-    if settings.cfg_scale != 1.0:
-        _, uncond = sequence_logits(*args, uncond=True, layout=layout)  # [K, N, V_img]
-        image_logits = cfg_combine(image_logits, _float(uncond), settings.cfg_scale)
-    image = process_logits(image_logits, settings.temperature, settings.top_k)  # [K, N, V_img]
-    image_logps = image.gather(-1, rollouts.image_ids[..., None])[..., 0]  # [K, N]
-    text, text_logps = [], []
-    for logits, plan, sampled in zip(text_logits, rollouts.plan_ids, rollouts.boi_sampled, strict=True):
-        targets = torch.tensor(plan + [policy.special.boi] if sampled else plan, device=image_logps.device)
-        logps = process_logits(_float(logits[: len(targets)]), settings.text_temperature, settings.text_top_k)
-        text.append(logps)  # [T_i (+1), V_text]
-        text_logps.append(logps.gather(-1, targets[:, None])[:, 0])
-    text_entropy = _entropy(torch.cat(text)) if text else image_logps.new_zeros(())
-    image_entropy = _entropy(image.flatten(0, 1))
-    return TokenLogps(pack(text_logps, image_logps, rollouts.width), text_entropy, image_entropy)
 
 
 # -- the loss of one micro-batch --------------------------------------------------------------------------------
@@ -255,11 +142,6 @@ def shares(micro: Rollouts, whole: Rollouts, level: str) -> Shares:
     return Shares(loss, ratio(micro.mask[:, :W], whole.mask[:, :W]), ratio(micro.mask[:, W:], whole.mask[:, W:]))
 
 
-def _finite(value: Tensor, what: str, step: int) -> None:
-    if not torch.isfinite(value).all():
-        raise GRPOError(f"step {step}: {what} is non-finite ({value.item():g}); stopped, the last checkpoint stays")
-
-
 def policy_loss(
     policy: Policy,
     micro: Rollouts,
@@ -280,12 +162,12 @@ def policy_loss(
         kl_beta=config.kl_beta,
         level=config.level,
     )
-    _finite(out.loss, "the GRPO loss", step)
+    check_finite(out.loss, "the GRPO loss", step)
     c_text, c_image = coefficients
     loss = out.loss * share.loss
     if config.entropy:
-        _finite(now.text_entropy, "the plan-token entropy", step)
-        _finite(now.image_entropy, "the image-token entropy", step)
+        check_finite(now.text_entropy, "the plan-token entropy", step)
+        check_finite(now.image_entropy, "the image-token entropy", step)
         loss = loss - c_text * now.text_entropy * share.text - c_image * now.image_entropy * share.image
     deviation = ((now.logps - micro.old_logps).exp() - 1).abs() * micro.mask
     metrics = {
@@ -299,108 +181,7 @@ def policy_loss(
     return loss, metrics
 
 
-def row_slices(rows: int, parts: int) -> list[slice]:
-    """`parts` contiguous slices of near-equal size (some empty when rows < parts): kept rows vary per batch."""
-    bounds = [round(i * rows / parts) for i in range(parts + 1)]
-    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-
-
-# -- checkpoint state -------------------------------------------------------------------------------------------
-
-
-def rollouts_state(rollouts: Rollouts) -> tuple[dict, dict[str, Tensor]]:
-    """A cached batch as JSON (prompts, plan tokens, stats) and tensors (for checkpoint `extra`)."""
-    info = {
-        "index": rollouts.index,
-        "prompts": rollouts.prompts,
-        "plan_ids": rollouts.plan_ids,
-        "boi_sampled": rollouts.boi_sampled,
-        "stats": rollouts.stats,
-    }
-    tensors = {
-        "batch.image_ids": rollouts.image_ids,
-        "batch.old_logps": rollouts.old_logps,
-        "batch.mask": rollouts.mask,
-        "batch.advantages": rollouts.advantages,
-    }
-    if rollouts.ref_logps is not None:
-        tensors["batch.ref_logps"] = rollouts.ref_logps
-    return info, tensors
-
-
-def rollouts_from_state(info: dict, tensors: dict[str, Tensor], device) -> Rollouts:
-    def get(name: str) -> Tensor | None:
-        found = tensors.get(f"batch.{name}")
-        return None if found is None else found.to(device)
-
-    return Rollouts(
-        info["index"],
-        info["prompts"],
-        info["plan_ids"],
-        info["boi_sampled"],
-        get("image_ids"),
-        get("old_logps"),
-        get("mask"),
-        get("advantages"),
-        get("ref_logps"),
-        info["stats"],
-    )
-
-
-# -- LoRA -------------------------------------------------------------------------------------------------------
-
-
-def add_lora(policy: Policy, config: TrainGRPOConfig) -> list[torch.nn.Parameter]:
-    """Inject LoRA adapters in place (peft) and freeze everything else; the adapters' parameters, in order."""
-    from peft import LoraConfig, inject_adapter_in_model
-
-    for param in policy.model.parameters():
-        param.requires_grad_(False)
-    lora = LoraConfig(
-        r=config.lora_rank,
-        lora_alpha=config.lora_alpha or config.lora_rank,
-        lora_dropout=0.0,
-        target_modules=LORA_TARGETS,
-    )
-    inject_adapter_in_model(lora, policy.model)
-    return [p for name, p in policy.model.named_parameters() if ".lora_" in name and p.requires_grad]
-
-
-def lora_tensors(model) -> dict[str, Tensor]:
-    return {f"lora.{name}": p for name, p in model.named_parameters() if ".lora_" in name}
-
-
-class MergedModel:
-    """What save_checkpoint writes for a LoRA run: the model with each adapter merged into its base weight,
-    under the names of a plain policy (the live model keeps its adapters)."""
-
-    def __init__(self, model):
-        from peft.tuners.lora import LoraLayer
-
-        self.model = model
-        state = {name.replace(".base_layer.", "."): t for name, t in model.state_dict().items() if ".lora_" not in name}
-        for name, module in model.named_modules():
-            if isinstance(module, LoraLayer):
-                state[f"{name}.weight"] = (module.base_layer.weight + module.get_delta_weight("default")).detach()
-        self.state = state
-
-    def save_pretrained(self, path) -> None:
-        self.model.save_pretrained(path, state_dict=self.state)
-
-
 # -- the run ----------------------------------------------------------------------------------------------------
-
-
-def grpo_reward(config: TrainGRPOConfig, detector=None, judges: Mapping[str, object] | None = None) -> Reward:
-    """The reward of config.reward; a judged one loads config.judge (a name in `judges`, else a folder, hub id
-    or url) with thinkdraw.judges.load.load_judge."""
-    judge = None
-    if config.needs_judge:
-        from thinkdraw.judges.load import load_judge
-
-        device = Runtime.create(config.device, "float32", config.threads).device
-        judge = load_judge(str((judges or {}).get(config.judge, config.judge)), device=device)
-    return build_reward(config.reward, judge, detector, config.judged_by)
 
 
 @dataclass
@@ -426,31 +207,18 @@ def train_grpo(
     `records` (GenEval-style dicts, "prompt" at least: what the reward reads as Sample.metadata). `meta` goes into
     every checkpoint's thinkdraw.json (the environment, say)."""
     if len(records) < config.prompts_per_batch:
-        raise GRPOError(f"{len(records)} records: fewer than --prompts-per-batch {config.prompts_per_batch}")
+        raise RunError(f"{len(records)} records: fewer than --prompts-per-batch {config.prompts_per_batch}")
     runtime = Runtime.create(config.device, "float32", config.threads)
     torch.manual_seed(config.seed)
     checkpoint = config.out / "checkpoint"
-    saved = read_meta(checkpoint) if config.resume else None
-    if saved and (saved.get("kind") != "policy-grpo" or saved["run_config"]["lora_rank"] != config.lora_rank):
-        raise GRPOError(
-            f"--resume: {checkpoint} is not from a GRPO run with --lora-rank {config.lora_rank} "
-            f"(it is a {saved.get('kind')!r} checkpoint, lora rank {saved.get('run_config', {}).get('lora_rank')})"
-        )
-    if config.lora_rank:  # the base never trains: always config.init, the adapters restored from the checkpoint
-        policy = Policy.load(config.init, runtime)
-        params = add_lora(policy, config)
-    else:
-        policy = Policy.load(checkpoint if saved else config.init, runtime)
-        params = trainable_parameters(policy.model)
-    policy.model.eval()  # no dropout: see the module docstring
+    saved = saved_run(config, checkpoint, "policy-grpo")
+    policy, params = trainable_policy(config, checkpoint, bool(saved), runtime)
     optimizer = torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.95), weight_decay=0.0)
     state, first = RunState(), 0
     if saved:
         extra = load_trainer_state(checkpoint, optimizer)
         if config.lora_rank:
-            with torch.no_grad():
-                for name, param in lora_tensors(policy.model).items():
-                    param.copy_(extra[name])
+            restore_adapters(policy.model, extra)
         info = saved["grpo"]
         first = saved["step"]
         state.next_batch, state.first_step = info["next_batch"], info["first_step"]
@@ -478,7 +246,7 @@ def train_grpo(
                 state.batch, state.first_step = batch, step
                 return batch
             log.write({"step": step, "batch": index, "skipped": 1, **batch.stats})
-        raise GRPOError(
+        raise RunError(
             f"step {step}: {config.max_skipped + 1} batches in a row without signal (every group's rewards equal): "
             "the reward is too hard or too easy for this policy; try a larger --group-size or --temperature"
         )
@@ -528,7 +296,7 @@ def train_grpo(
     def save(done: int) -> None:
         for param in params:
             if not torch.isfinite(param).all():
-                raise GRPOError(f"the weights are non-finite after update {done}: not saved, the last checkpoint stays")
+                raise RunError(f"the weights are non-finite after update {done}: not saved, the last checkpoint stays")
         in_batch = state.batch is not None and done < state.first_step + M
         info, tensors = rollouts_state(state.batch) if in_batch else (None, {})
         grpo = {
@@ -537,10 +305,7 @@ def train_grpo(
             "coefficients": list(coefficients_for(done)),
             "batch": info,
         }
-        model = policy.model
-        if config.lora_rank:
-            tensors.update(lora_tensors(model))
-            model = MergedModel(model)
+        model = model_to_save(policy.model, config.lora_rank, tensors)
         info_meta = {**run_meta("policy-grpo", done, config), **(meta or {}), "grpo": grpo}
         save_checkpoint(checkpoint, model, info_meta, optimizer, tokenizer=policy.tokenizer, extra=tensors)
 

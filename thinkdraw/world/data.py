@@ -182,9 +182,22 @@ def train_world_grpo(config, echo=print):
     """`thinkdraw train grpo`: GRPO of the policy at config.init on the train split's prompts; the geneval reward
     reads the world's exact detector (WorldDetector), judged rewards the judge config.judge names (world: the
     shipped world judge)."""
-    from thinkdraw.trainers.grpo import grpo_reward, train_grpo
+    from thinkdraw.trainers.grpo import train_grpo
+    from thinkdraw.trainers.rollouts import run_reward
     from thinkdraw.world.detector import WorldDetector
     from thinkdraw.world.registry import ENVIRONMENT, SHIPPED_JUDGES
 
-    reward = grpo_reward(config, detector=WorldDetector(), judges=SHIPPED_JUDGES)
+    reward = run_reward(config, detector=WorldDetector(), judges=SHIPPED_JUDGES)
     return train_grpo(config, load_split("train"), reward, echo=echo, meta={"environment": ENVIRONMENT})
+
+
+def train_world_dpo(config, echo=print):
+    """`thinkdraw train dpo`: DPO of the policy at config.init on the train split's prompts, ranked as
+    train_world_grpo rewards them."""
+    from thinkdraw.trainers.dpo import train_dpo
+    from thinkdraw.trainers.rollouts import run_reward
+    from thinkdraw.world.detector import WorldDetector
+    from thinkdraw.world.registry import ENVIRONMENT, SHIPPED_JUDGES
+
+    reward = run_reward(config, detector=WorldDetector(), judges=SHIPPED_JUDGES)
+    return train_dpo(config, load_split("train"), reward, echo=echo, meta={"environment": ENVIRONMENT})
