@@ -26,7 +26,7 @@ from thinkdraw.cli.main import app
 from thinkdraw.configs import TrainGRPOConfig
 from thinkdraw.errors import ThinkdrawError
 from thinkdraw.policy.model import Policy
-from thinkdraw.rewards import Score
+from thinkdraw.rewards import Sample, Score
 from thinkdraw.trainers.common import RunLog
 from thinkdraw.trainers.losses import LossOutput, group_advantages
 from thinkdraw.world.data import train_world_grpo
@@ -103,6 +103,7 @@ def same_parameters(a: torch.nn.Module, b: torch.nn.Module) -> None:
         (dict(lora_alpha=8.0), "--lora-alpha is not used without --lora-rank"),
         (dict(accumulation=9), "choose 1 to 8"),
         (dict(think=False, reasoning="rationale"), "--reasoning, --max-think-tokens are not used with --no-think"),
+        (dict(held_out_prompts=8), "--held-out-prompts is not used without --held-out-every"),
     ],
 )
 def test_config_fails_fast(init, tmp_path, changes, message):
@@ -153,6 +154,23 @@ def test_old_logps_are_the_teacher_forced_ones_at_the_start(init, tmp_path, cfg_
     grpo.train_grpo(config, RECORDS, words, echo=quiet)
     first = updates(tmp_path / "run")[0]
     assert first["clip_fraction"] == 0 and first["ratio_max"] < 1e-4
+
+
+# -- held-out scores -------------------------------------------------------------------------------------------
+
+
+def test_held_out_prompts_are_scored_every_so_many_updates(init, tmp_path):
+    def half(samples):
+        return [Score(0.5, "half") for _ in samples]
+
+    held = rollouts.HeldOut(RECORDS[:4], {"reward": words, "half": half}, every=2)
+    config = config_for(init, tmp_path / "run", steps=5, save_every=10)
+    grpo.train_grpo(config, RECORDS[4:], words, echo=quiet, held_out=held)
+    logged = [r for r in updates(tmp_path / "run") if "held_reward" in r]
+    assert [r["step"] for r in logged] == [0, 2, 4] and all(r["held_half"] == 0.5 for r in logged)
+    drawn = Policy.load(init).generate([r["prompt"] for r in RECORDS[:4]], True, 1, config.seed, config.sampling)
+    expected = words([Sample(r, c.image, c.plan) for r, c in zip(RECORDS[:4], drawn, strict=True)])
+    assert logged[0]["held_reward"] == pytest.approx(sum(s.value for s in expected) / 4)
 
 
 # -- learning ---------------------------------------------------------------------------------------------------

@@ -244,9 +244,8 @@ ENTROPY_OPTIONS = tuple(f"entropy_{kind}_{part}" for kind in ("text", "image") f
 
 
 class RolloutOptions:
-    """What the GRPO and DPO configs share (each has these fields itself: reward, judge, judged_by, think,
-    reasoning, cfg_scale, temperature, text_temperature, max_think_tokens, lora_rank, lora_alpha, accumulation,
-    clip, device, threads, resume, out): their checks, whether the reward needs a judge, the sampling settings."""
+    """What the GRPO and DPO configs share: the checks of the options both have (the reward and its judge,
+    thinking, sampling, LoRA, the loop, held-out scoring), whether the reward needs a judge, the sampling."""
 
     def check_rollout_options(self, rows: int) -> None:
         """The shared options' checks; `rows`: the sequences of one update, which accumulation splits."""
@@ -274,6 +273,10 @@ class RolloutOptions:
             raise ThinkdrawError(f"--accumulation {self.accumulation}: choose 1 to {rows} (the sequences of an update)")
         if self.clip < 0:
             raise ThinkdrawError("--clip must be >= 0 (0: no clip)")
+        if self.held_out_every < 0 or self.held_out_prompts < 1:
+            raise ThinkdrawError("--held-out-every must be >= 0 (0: off) and --held-out-prompts >= 1")
+        if not self.held_out_every:
+            reject_ignored(self, ("held_out_prompts",), "without --held-out-every")
         check_runtime(self.device, self.threads)
         check_resume(self.resume, self.out)
 
@@ -343,6 +346,10 @@ class TrainGRPOConfig(RolloutOptions):
     )
     lora_alpha: float = option(0.0, "LoRA's alpha (scale alpha / rank); 0: the rank (scale 1)")
     max_skipped: int = option(20, "stop after this many batches in a row without signal (every group's rewards equal)")
+    held_out_every: int = option(
+        0, "every this many updates, draw held-back prompts and log their reward and exact score (0: off)"
+    )
+    held_out_prompts: int = option(64, "--held-out-every: held-back prompts drawn (one image each)")
     save_every: int = option(50, "checkpoint every this many updates")
     max_minutes: float = option(0.0, "stop (and save) after this many minutes; 0: no limit")
     accumulation: int = option(1, "split each update's rollouts into this many micro-batches (less memory)")
@@ -413,6 +420,10 @@ class TrainDPOConfig(RolloutOptions):
     sample_batch: int = option(32, "samples drawn (and ranked, and scored by the reference) together")
     lora_rank: int = option(0, "LoRA rank on the language model's projections (0: train all but the VQ)")
     lora_alpha: float = option(0.0, "LoRA's alpha (scale alpha / rank); 0: the rank (scale 1)")
+    held_out_every: int = option(
+        0, "every this many updates, draw held-back prompts and log their reward and exact score (0: off)"
+    )
+    held_out_prompts: int = option(64, "--held-out-every: held-back prompts drawn (one image each)")
     save_every: int = option(50, "checkpoint every this many updates (it must divide --steps-per-round)")
     max_minutes: float = option(0.0, "stop (and save) after this many minutes; 0: no limit")
     accumulation: int = option(1, "split each update's pairs into this many micro-batches (less memory)")

@@ -45,9 +45,11 @@ from thinkdraw.runtime import Runtime
 from thinkdraw.trainers.common import RunLog, accelerated, run_meta, run_steps
 from thinkdraw.trainers.losses import dpo_loss
 from thinkdraw.trainers.rollouts import (
+    HeldOut,
     Rollouts,
     RunError,
     check_finite,
+    held_out_metrics,
     model_to_save,
     restore_adapters,
     rollouts_from_state,
@@ -133,10 +135,11 @@ def train_dpo(
     reward: Reward,
     echo: Callable[[str], None] = print,
     meta: dict | None = None,
+    held_out: HeldOut | None = None,
 ) -> Policy:
     """DPO from config.init (or, with config.resume, from config.out/checkpoint) on prompts drawn from `records`
     (GenEval-style dicts, "prompt" at least: what the reward reads as Sample.metadata). `meta` goes into every
-    checkpoint's thinkdraw.json (the environment, say)."""
+    checkpoint's thinkdraw.json (the environment, say); `held_out`: prompts scored every so many updates."""
     if len(records) < config.prompts_per_round:
         raise RunError(f"{len(records)} records: fewer than --prompts-per-round {config.prompts_per_round}")
     runtime = Runtime.create(config.device, "float32", config.threads)
@@ -188,6 +191,7 @@ def train_dpo(
         metrics["margin"] = metrics["reward_chosen"] - metrics["reward_rejected"]
         if micro == 0:
             metrics.update(pairs.stats, round=float(pairs.index))
+            metrics.update(held_out_metrics(policy, held_out, config, step))
         return out.loss * share, metrics
 
     def save(done: int) -> None:

@@ -53,9 +53,11 @@ from thinkdraw.runtime import Runtime
 from thinkdraw.trainers.common import RunLog, accelerated, run_meta, run_steps
 from thinkdraw.trainers.losses import adapt_entropy_coefficient, group_advantages, grpo_loss
 from thinkdraw.trainers.rollouts import (
+    HeldOut,
     Rollouts,
     RunError,
     check_finite,
+    held_out_metrics,
     model_to_save,
     restore_adapters,
     rollouts_from_state,
@@ -202,10 +204,11 @@ def train_grpo(
     reward: Reward,
     echo: Callable[[str], None] = print,
     meta: dict | None = None,
+    held_out: HeldOut | None = None,
 ) -> Policy:
     """GRPO from config.init (or, with config.resume, from config.out/checkpoint) on prompts drawn from
     `records` (GenEval-style dicts, "prompt" at least: what the reward reads as Sample.metadata). `meta` goes into
-    every checkpoint's thinkdraw.json (the environment, say)."""
+    every checkpoint's thinkdraw.json (the environment, say); `held_out`: prompts scored every so many updates."""
     if len(records) < config.prompts_per_batch:
         raise RunError(f"{len(records)} records: fewer than --prompts-per-batch {config.prompts_per_batch}")
     runtime = Runtime.create(config.device, "float32", config.threads)
@@ -291,6 +294,7 @@ def train_grpo(
         if micro == 0:  # once per update (metrics add up over micro-batches)
             c_text, c_image = coefficients
             metrics.update(batch.stats, batch=float(batch.index), coef_text=c_text, coef_image=c_image)
+            metrics.update(held_out_metrics(policy, held_out, config, step))
         return loss, metrics
 
     def save(done: int) -> None:

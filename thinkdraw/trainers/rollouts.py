@@ -89,6 +89,33 @@ def run_reward(config, detector=None, judges: Mapping[str, object] | None = None
     return build_reward(config.reward, judge, detector, config.judged_by)
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    """Prompts a run never trains on, drawn (one image each, the same seed each time) every `every` updates and
+    scored by each measure: the run's own reward and, where there is one, the exact evaluator. Where the two
+    part, the policy is learning its reward's blind spots (reward hacking)."""
+
+    records: Sequence[dict]
+    measures: Mapping[str, Reward]  # logged as held_<name>
+    every: int
+
+
+def held_out_metrics(policy: Policy, held: HeldOut | None, config, step: int) -> dict[str, float]:
+    """The held-out scores at update `step` (before it), when it is one to measure; else nothing."""
+    if held is None or step % held.every:
+        return {}
+    records = list(held.records)
+    candidates = policy.generate(
+        [r["prompt"] for r in records], config.think, 1, config.seed, config.sampling, reasoning=config.reasoning
+    )
+    samples = [Sample(r, c.image, c.plan, config.reasoning) for r, c in zip(records, candidates, strict=True)]
+    metrics = {}
+    for name, measure in held.measures.items():
+        known = [s.value for s in measure(samples) if s.value is not None]
+        metrics[f"held_{name}"] = sum(known) / len(known) if known else float("nan")
+    return metrics
+
+
 def rollouts_of(
     candidates: Sequence[Candidate], advantages: Sequence[float], index: int, stats: dict, device
 ) -> Rollouts:

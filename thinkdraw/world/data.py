@@ -178,26 +178,41 @@ def train_world_policy(config, echo=print):
     return train_policy(config, examples, start, echo=echo)
 
 
-def train_world_grpo(config, echo=print):
-    """`thinkdraw train grpo`: GRPO of the policy at config.init on the train split's prompts; the geneval reward
-    reads the world's exact detector (WorldDetector), judged rewards the judge config.judge names (world: the
-    shipped world judge)."""
-    from thinkdraw.trainers.grpo import train_grpo
-    from thinkdraw.trainers.rollouts import run_reward
+def world_run(config):
+    """What a world GRPO or DPO run needs besides its config: its reward (the geneval reward reads the world's
+    exact detector, judged rewards the judge config.judge names: world is the shipped world judge) and, with
+    config.held_out_every, held-back val prompts (spread over the split) scored by that reward and, when it is
+    a judge's, by the exact evaluator too."""
+    from thinkdraw.rewards import geneval_reward
+    from thinkdraw.trainers.rollouts import HeldOut, run_reward
     from thinkdraw.world.detector import WorldDetector
-    from thinkdraw.world.registry import ENVIRONMENT, SHIPPED_JUDGES
+    from thinkdraw.world.registry import SHIPPED_JUDGES
 
     reward = run_reward(config, detector=WorldDetector(), judges=SHIPPED_JUDGES)
-    return train_grpo(config, load_split("train"), reward, echo=echo, meta={"environment": ENVIRONMENT})
+    held = None
+    if config.held_out_every:
+        val = load_split("val")
+        records = [val[i * len(val) // config.held_out_prompts] for i in range(min(len(val), config.held_out_prompts))]
+        measures = {"reward": reward}
+        if config.reward != "geneval":
+            measures["exact"] = geneval_reward(WorldDetector())
+        held = HeldOut(records, measures, config.held_out_every)
+    return reward, held
+
+
+def train_world_grpo(config, echo=print):
+    """`thinkdraw train grpo`: GRPO of the policy at config.init on the train split's prompts (world_run)."""
+    from thinkdraw.trainers.grpo import train_grpo
+    from thinkdraw.world.registry import ENVIRONMENT
+
+    reward, held = world_run(config)
+    return train_grpo(config, load_split("train"), reward, echo=echo, meta={"environment": ENVIRONMENT}, held_out=held)
 
 
 def train_world_dpo(config, echo=print):
-    """`thinkdraw train dpo`: DPO of the policy at config.init on the train split's prompts, ranked as
-    train_world_grpo rewards them."""
+    """`thinkdraw train dpo`: DPO of the policy at config.init on the train split's prompts (world_run)."""
     from thinkdraw.trainers.dpo import train_dpo
-    from thinkdraw.trainers.rollouts import run_reward
-    from thinkdraw.world.detector import WorldDetector
-    from thinkdraw.world.registry import ENVIRONMENT, SHIPPED_JUDGES
+    from thinkdraw.world.registry import ENVIRONMENT
 
-    reward = run_reward(config, detector=WorldDetector(), judges=SHIPPED_JUDGES)
-    return train_dpo(config, load_split("train"), reward, echo=echo, meta={"environment": ENVIRONMENT})
+    reward, held = world_run(config)
+    return train_dpo(config, load_split("train"), reward, echo=echo, meta={"environment": ENVIRONMENT}, held_out=held)
