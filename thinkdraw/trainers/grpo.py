@@ -178,7 +178,7 @@ def policy_loss(
         "clip_fraction": out.metrics["clip_fraction"] * share.loss,
         "entropy_text": now.text_entropy.item() * share.text,
         "entropy_image": now.image_entropy.item() * share.image,
-        "ratio_max": deviation.max().item() if deviation.numel() else 0.0,  # max |ratio - 1|: taken, not summed
+        "ratio_max": deviation.max().item() if deviation.numel() else 0.0,  # max |ratio - 1| (a _max: not summed)
     }
     return loss, metrics
 
@@ -229,6 +229,8 @@ def train_grpo(
         if info["batch"] is not None:
             state.batch = rollouts_from_state(info["batch"], extra, runtime.device)
     accelerator, policy.model, optimizer = accelerated(policy.model, optimizer, runtime)
+    if config.entropy and accelerator.num_processes > 1:
+        raise RunError("--entropy adapts its coefficients in one process: run it without accelerate launch")
     reference = None
     if config.kl_beta:
         reference = Policy.load(config.init, runtime)
@@ -273,7 +275,7 @@ def train_grpo(
         state.coefficient_step = step
         return state.coefficients
 
-    parts: dict[str, float] = {}  # the current update's entropies and max ratio deviation, over its micro-batches
+    parts: dict[str, float] = {}  # the current update's entropies, over its micro-batches
 
     def loss_fn(step: int, micro: int) -> tuple[Tensor, dict]:
         batch = rollouts_for(step)
@@ -287,10 +289,8 @@ def train_grpo(
             loss, metrics = policy_loss(policy, rows, shares(rows, batch, config.level), coefficients, config, step)
         for key in ("entropy_text", "entropy_image"):
             parts[key] = parts.get(key, 0.0) + metrics.get(key, 0.0)
-        parts["ratio_max"] = max(parts.get("ratio_max", 0.0), metrics.pop("ratio_max", 0.0))
         if micro == config.accumulation - 1:
             state.measured = (step, parts["entropy_text"], parts["entropy_image"])
-            metrics["ratio_max"] = parts["ratio_max"]
         if micro == 0:  # once per update (metrics add up over micro-batches)
             c_text, c_image = coefficients
             metrics.update(batch.stats, batch=float(batch.index), coef_text=c_text, coef_image=c_image)
