@@ -173,6 +173,29 @@ def test_held_out_prompts_are_scored_every_so_many_updates(init, tmp_path):
     assert logged[0]["held_reward"] == pytest.approx(sum(s.value for s in expected) / 4)
 
 
+def test_gradient_checkpointing_recomputes_and_changes_nothing_else(init, tmp_path, monkeypatch):
+    import transformers.modeling_utils
+
+    calls, original = [], transformers.modeling_utils.checkpoint
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.modeling_utils, "checkpoint", counted)
+    plain = grpo.train_grpo(config_for(init, tmp_path / "a", steps=2, save_every=10), RECORDS, words, echo=quiet)
+    assert not calls
+    config = config_for(init, tmp_path / "b", steps=2, save_every=10, gradient_checkpointing=True)
+    checkpointed = grpo.train_grpo(config, RECORDS, words, echo=quiet)
+    assert len(calls) == 2 * 2  # each of the 2 layers, in each of the 2 updates' loss forwards
+    for a, b in zip(updates(tmp_path / "a"), updates(tmp_path / "b"), strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6) and a["grad_norm"] == pytest.approx(
+            b["grad_norm"], rel=1e-5
+        )
+    for a, b in zip(plain.model.parameters(), checkpointed.model.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
 # -- learning ---------------------------------------------------------------------------------------------------
 
 

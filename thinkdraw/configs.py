@@ -345,6 +345,9 @@ class TrainGRPOConfig(RolloutOptions):
         "the checkpoint holds the merged weights",
     )
     lora_alpha: float = option(0.0, "LoRA's alpha (scale alpha / rank); 0: the rank (scale 1)")
+    gradient_checkpointing: bool = option(
+        False, "recompute the language model's layers in the backward pass: less memory, more time"
+    )
     max_skipped: int = option(20, "stop after this many batches in a row without signal (every group's rewards equal)")
     held_out_every: int = option(
         0, "every this many updates, draw held-back prompts and log their reward and exact score (0: off)"
@@ -420,6 +423,9 @@ class TrainDPOConfig(RolloutOptions):
     sample_batch: int = option(32, "samples drawn (and ranked, and scored by the reference) together")
     lora_rank: int = option(0, "LoRA rank on the language model's projections (0: train all but the VQ)")
     lora_alpha: float = option(0.0, "LoRA's alpha (scale alpha / rank); 0: the rank (scale 1)")
+    gradient_checkpointing: bool = option(
+        False, "recompute the language model's layers in the backward pass: less memory, more time"
+    )
     held_out_every: int = option(
         0, "every this many updates, draw held-back prompts and log their reward and exact score (0: off)"
     )

@@ -50,6 +50,7 @@ from thinkdraw.trainers.rollouts import (
     RunError,
     check_finite,
     held_out_metrics,
+    loss_forward,
     model_to_save,
     restore_adapters,
     rollouts_from_state,
@@ -181,7 +182,8 @@ def train_dpo(
         if not part:  # fewer pairs than micro-batches
             return torch.zeros((), requires_grad=True), {}
         rows = pairs.rows(part + [i + P for i in part])
-        now = sequence_logps(token_logprobs(policy, rows, config).logps, rows.mask)
+        with loss_forward(policy, config):
+            now = sequence_logps(token_logprobs(policy, rows, config).logps, rows.mask)
         ref = sequence_logps(rows.ref_logps, rows.mask)
         n = len(part)
         out = dpo_loss(now[:n], now[n:], ref[:n], ref[n:], config.beta)

@@ -58,6 +58,7 @@ from thinkdraw.trainers.rollouts import (
     RunError,
     check_finite,
     held_out_metrics,
+    loss_forward,
     model_to_save,
     restore_adapters,
     rollouts_from_state,
@@ -153,7 +154,8 @@ def policy_loss(
     step: int,
 ) -> tuple[Tensor, dict[str, float]]:
     """A micro-batch's share of the update's loss, and its metrics (additive over the micro-batches)."""
-    now = token_logprobs(policy, micro, config)
+    with loss_forward(policy, config):
+        now = token_logprobs(policy, micro, config)
     out = grpo_loss(
         now.logps,
         micro.old_logps,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -351,7 +352,30 @@ def trainable_policy(config, checkpoint: Path, resuming: bool, runtime) -> tuple
         policy = Policy.load(checkpoint if resuming else config.init, runtime)
         params = trainable_parameters(policy.model)
     policy.model.eval()
+    if config.gradient_checkpointing:
+        language_model = policy.model.model.language_model
+        if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in language_model.modules()) or getattr(
+            language_model.config, "attention_dropout", 0.0
+        ):
+            raise RunError("--gradient-checkpointing needs a language model without dropout (it trains in train mode)")
+        language_model.activation_checkpointing_enable({"use_reentrant": False})
     return policy, params
+
+
+@contextmanager
+def loss_forward(policy: Policy, config):
+    """The forward a loss differentiates: with config.gradient_checkpointing the language model is in train mode
+    inside (transformers checkpoints layers only there; trainable_policy made sure it has no dropout, so it
+    computes what eval mode does), and back in eval mode after, for sampling with its KV cache."""
+    language_model = policy.model.model.language_model
+    if not config.gradient_checkpointing:
+        yield
+        return
+    language_model.train()
+    try:
+        yield
+    finally:
+        language_model.eval()
 
 
 def restore_adapters(model, extra: dict[str, Tensor]) -> None:
