@@ -19,3 +19,7 @@ class LayoutError(ThinkdrawError):
 
 class EvalFolderError(ThinkdrawError):
     """A folder that is not in GenEval's layout."""
+
+
+class DetectorError(ThinkdrawError):
+    """A detector model that cannot be loaded, or does not fit the benchmark it is asked to score."""

@@ -12,17 +12,24 @@ from rich.table import Table
 
 from thinkdraw.cli.config import add_command, option
 from thinkdraw.cli.progress import progress_bar
+from thinkdraw.configs import check_runtime, reject_ignored
 from thinkdraw.errors import ThinkdrawError
+from thinkdraw.evaluator import registry
 from thinkdraw.evaluator.geneval import (
     PlanScore,
     Summary,
     evaluate_prompts,
+    geneval_classes,
     read_prompt_folders,
     score_plans,
     summarize,
     write_results,
 )
-from thinkdraw.world.registry import DETECTORS
+from thinkdraw.runtime import Runtime
+from thinkdraw.world.registry import DETECTORS as WORLD_DETECTORS
+
+DETECTORS = (*WORLD_DETECTORS, *registry.DETECTORS)
+MODEL_OPTIONS = ("detector_model", "clip_model", "device")  # what only a model-backed detector uses
 
 app = typer.Typer(help="Evaluate generated images.", no_args_is_help=True)
 
@@ -33,11 +40,21 @@ class EvalGenevalConfig:
 
     folder: Path = option(help="the folder to score", argument=True)
     outfile: Path | None = option(None, "per-image results, official format [default: FOLDER/results.jsonl]")
-    detector: str = option("world", f"detector: {', '.join(DETECTORS)}")
+    detector: str = option(
+        "world", f"detector: {', '.join(DETECTORS)} (mask2former: GenEval's Mask2Former + CLIP on transformers)"
+    )
+    detector_model: str = option(
+        registry.MASK2FORMER_MODEL, "--detector mask2former: a COCO instance Mask2Former, hub id or local folder"
+    )
+    clip_model: str = option(registry.CLIP_MODEL, "--detector mask2former: the CLIP naming colours, hub id or folder")
+    device: str = option("auto", "--detector mask2former: auto, cpu, cuda or cuda:N")
 
     def __post_init__(self):
         if self.detector not in DETECTORS:
             raise ThinkdrawError(f"unknown detector {self.detector!r}; choose one of {', '.join(DETECTORS)}")
+        if self.detector in WORLD_DETECTORS:
+            reject_ignored(self, MODEL_OPTIONS, f"by --detector {self.detector} (it runs no model)")
+        check_runtime(self.device, 0)
 
 
 def print_summary(summary: Summary, console: Console) -> None:
@@ -63,8 +80,16 @@ def print_plan_scores(scores: dict[str, PlanScore], console: Console) -> None:
 
 
 def geneval(config: EvalGenevalConfig) -> None:
-    detector = DETECTORS[config.detector]()
-    prompts = read_prompt_folders(config.folder, detector.classes)
+    if config.detector in WORLD_DETECTORS:
+        detector = WORLD_DETECTORS[config.detector]()
+        prompts = read_prompt_folders(config.folder, detector.classes)
+    else:
+        # the folder is checked before minutes of model loading
+        prompts = read_prompt_folders(config.folder, geneval_classes())
+        from thinkdraw.evaluator.mask2former import Mask2FormerDetector
+
+        device = Runtime.create(config.device, "float32").device
+        detector = Mask2FormerDetector.load(config.detector_model, config.clip_model, device=device)
     total = sum(len(p.images) for p in prompts)
     start = time.perf_counter()
     with progress_bar("scoring", total) as advance:

@@ -5,6 +5,10 @@ Layout (the official one, so official tools read ours and ours read theirs):
     DIR/00000/samples/0000.png    its images
 Results: one JSON line per image in the official format (filename, tag, prompt, correct,
 reason, metadata, details); the official summary script reads them unchanged.
+
+The official benchmark ships with the package (data/geneval: evaluation_metadata.jsonl,
+object_names.txt and their MIT LICENSE, copied unchanged from djghosh13/geneval):
+`geneval_prompts()` gives its 553 prompts, `geneval_classes()` its 80 class names.
 """
 
 from __future__ import annotations
@@ -23,6 +27,20 @@ from thinkdraw.evaluator.rules import judge_image, validate_metadata
 from thinkdraw.plan import PlanError, parse_plan
 
 GENEVAL_TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+GENEVAL_DATA = Path(__file__).resolve().parent / "data" / "geneval"
+
+
+def geneval_classes() -> tuple[str, ...]:
+    """GenEval's 80 class names (object_names.txt): COCO's things in COCO's label order, three renamed
+    (computer mouse, tv remote, computer keyboard). The official scorer maps detector label i to line i."""
+    return tuple(line.strip() for line in (GENEVAL_DATA / "object_names.txt").read_text().splitlines() if line.strip())
+
+
+def geneval_prompts() -> list[dict]:
+    """GenEval's 553 prompts, one metadata record each, in the official order (prompt folder i is record i)."""
+    records = read_jsonl(GENEVAL_DATA / "evaluation_metadata.jsonl")
+    classes = geneval_classes()
+    return [validate_metadata(record, classes) for record in records]
 
 
 @dataclass(frozen=True)
@@ -63,6 +81,8 @@ def read_prompt_folders(root: Path, classes: tuple[str, ...] | None = None) -> l
             raise MetadataError(f"{meta_path}: not valid JSON ({err.msg})") from None
         except MetadataError as err:
             raise MetadataError(f"{meta_path}: {err}") from None
+        if not (folder / "samples").is_dir():
+            raise EvalFolderError(f"{folder}/samples: missing (expected the images as {folder}/samples/0000.png, ...)")
         images = sorted((folder / "samples").glob("*.png"))
         if not images:
             raise EvalFolderError(f"{folder}/samples: no PNG images")

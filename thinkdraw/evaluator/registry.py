@@ -1,0 +1,13 @@
+"""The evaluator's own detectors by name (the shapes world lists its exact detector in thinkdraw.world.registry).
+
+Nothing heavy is imported here, so the CLI lists them and shows their defaults without loading torch; a
+detector's module is imported when one is built.
+"""
+
+from __future__ import annotations
+
+DETECTORS = ("mask2former",)  # thinkdraw.evaluator.mask2former: GenEval's detector on transformers
+
+# The hub checkpoints a user with the weights would name (a local folder saved from them works the same):
+MASK2FORMER_MODEL = "facebook/mask2former-swin-small-coco-instance"  # Mask2Former Swin-S, COCO instance, 100 queries
+CLIP_MODEL = "openai/clip-vit-large-patch14"  # the weights open_clip loads as ViT-L-14 / "openai"
