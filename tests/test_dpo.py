@@ -7,6 +7,7 @@ writes mostly coordinates)."""
 from __future__ import annotations
 
 import inspect
+import json
 import math
 
 import pytest
@@ -24,7 +25,7 @@ from thinkdraw.policy.model import Policy
 from thinkdraw.rewards import Score
 from thinkdraw.trainers.common import RunLog
 from thinkdraw.trainers.losses import LossOutput
-from thinkdraw.world.data import train_world_dpo
+from thinkdraw.world.data import train_world_dpo, world_run
 from thinkdraw.world.registry import SHIPPED_MODELS
 
 torch.set_num_threads(1)
@@ -249,6 +250,19 @@ def test_world_dpo_with_the_geneval_ranking(tmp_path):
     logged = updates(tmp_path / "run")
     assert [r["step"] for r in logged] == [0, 1] and logged[0]["pairs"] >= 1
     assert abs(logged[0]["loss"] - math.log(2)) < 1e-5
+
+
+def test_a_prompts_file_holds_back_its_last_records(init, tmp_path):  # noqa: F811
+    file = tmp_path / "prompts.jsonl"
+    file.write_text("".join(json.dumps(r) + "\n" for r in RECORDS[:6]))
+    config = config_for(init, tmp_path / "run", prompts=file, held_out_every=5, held_out_prompts=2, reward="pi")
+    records, _, held = world_run(config)
+    assert records == RECORDS[:4] and list(held.records) == RECORDS[4:6] and held.every == 5
+    assert sorted(held.measures) == ["exact", "reward"]  # a judged reward is checked against the exact evaluator
+    with pytest.raises(ThinkdrawError, match="6 records, not more than --held-out-prompts 6"):
+        world_run(config_for(init, tmp_path / "run", prompts=file, held_out_every=5, held_out_prompts=6))
+    with pytest.raises(ThinkdrawError, match="no such file"):
+        config_for(init, tmp_path / "run", prompts=tmp_path / "missing.jsonl")
 
 
 def test_a_constant_reward_gives_no_pair(init, tmp_path):  # noqa: F811

@@ -273,6 +273,8 @@ class RolloutOptions:
             raise ThinkdrawError(f"--accumulation {self.accumulation}: choose 1 to {rows} (the sequences of an update)")
         if self.clip < 0:
             raise ThinkdrawError("--clip must be >= 0 (0: no clip)")
+        if self.prompts is not None and not self.prompts.is_file():
+            raise ThinkdrawError(f"--prompts {self.prompts}: no such file")
         if self.held_out_every < 0 or self.held_out_prompts < 1:
             raise ThinkdrawError("--held-out-every must be >= 0 (0: off) and --held-out-prompts >= 1")
         if not self.held_out_every:
@@ -305,6 +307,11 @@ class TrainGRPOConfig(RolloutOptions):
 
     init: Path = option(help="the policy checkpoint folder to start from (an SFT policy that plans)", argument=True)
     out: Path = option(Path("runs/grpo"), "run folder: checkpoint/ and log.jsonl go here")
+    prompts: Path | None = option(
+        None,
+        "GenEval metadata JSONL to train on (its last --held-out-prompts records held back with --held-out-every) "
+        "[default: the world's train split; val prompts held back]",
+    )
     steps: int = option(400, "optimizer updates (ReasonGen-R1: 400; GoT-R1: 1000)")
     prompts_per_batch: int = option(4, "prompts per batch of rollouts (ReasonGen-R1: 32; GoT-R1: 8)")
     group_size: int = option(8, "candidates per prompt: the group each is compared with (GoT-R1: 16)")
@@ -394,6 +401,11 @@ class TrainDPOConfig(RolloutOptions):
 
     init: Path = option(help="the policy checkpoint folder to start from (an SFT policy that plans)", argument=True)
     out: Path = option(Path("runs/dpo"), "run folder: checkpoint/, rounds/R/ (each round's weights), log.jsonl")
+    prompts: Path | None = option(
+        None,
+        "GenEval metadata JSONL to train on (its last --held-out-prompts records held back with --held-out-every) "
+        "[default: the world's train split; val prompts held back]",
+    )
     rounds: int = option(
         1, "rounds of sample -> rank -> train (1: DPO; more: iterative DPO, the reference being each round's start)"
     )

@@ -178,26 +178,34 @@ def train_world_policy(config, echo=print):
     return train_policy(config, examples, start, echo=echo)
 
 
-def world_run(config):
-    """What a world GRPO or DPO run needs besides its config: its reward (the geneval reward reads the world's
-    exact detector, judged rewards the judge config.judge names: world is the shipped world judge) and, with
-    config.held_out_every, held-back val prompts (spread over the split) scored by that reward and, when it is
-    a judge's, by the exact evaluator too."""
+def world_run(config) -> tuple[list[dict], object, object]:
+    """What a world GRPO or DPO run needs besides its config: the records it trains on (config.prompts, else the
+    train split), its reward (the geneval reward reads the world's exact detector, judged rewards the judge
+    config.judge names: world is the shipped world judge) and, with config.held_out_every, held-back prompts
+    (the file's last config.held_out_prompts records, else val prompts spread over the split) scored by that
+    reward and, when it is not geneval itself, by the exact evaluator too."""
+    from thinkdraw.evaluator.geneval import read_jsonl
     from thinkdraw.rewards import geneval_reward
-    from thinkdraw.trainers.rollouts import HeldOut, run_reward
+    from thinkdraw.trainers.rollouts import HeldOut, RunError, run_reward
     from thinkdraw.world.detector import WorldDetector
     from thinkdraw.world.registry import SHIPPED_JUDGES
 
+    records = read_jsonl(config.prompts) if config.prompts else load_split("train")
     reward = run_reward(config, detector=WorldDetector(), judges=SHIPPED_JUDGES)
-    held = None
-    if config.held_out_every:
+    if not config.held_out_every:
+        return records, reward, None
+    n = config.held_out_prompts
+    if config.prompts:
+        if n >= len(records):
+            raise RunError(f"--prompts {config.prompts}: {len(records)} records, not more than --held-out-prompts {n}")
+        records, held = records[:-n], records[-n:]
+    else:
         val = load_split("val")
-        records = [val[i * len(val) // config.held_out_prompts] for i in range(min(len(val), config.held_out_prompts))]
-        measures = {"reward": reward}
-        if config.reward != "geneval":
-            measures["exact"] = geneval_reward(WorldDetector())
-        held = HeldOut(records, measures, config.held_out_every)
-    return reward, held
+        held = [val[i * len(val) // n] for i in range(min(len(val), n))]
+    measures = {"reward": reward}
+    if config.reward != "geneval":
+        measures["exact"] = geneval_reward(WorldDetector())
+    return records, reward, HeldOut(held, measures, config.held_out_every)
 
 
 def train_world_grpo(config, echo=print):
@@ -205,8 +213,8 @@ def train_world_grpo(config, echo=print):
     from thinkdraw.trainers.grpo import train_grpo
     from thinkdraw.world.registry import ENVIRONMENT
 
-    reward, held = world_run(config)
-    return train_grpo(config, load_split("train"), reward, echo=echo, meta={"environment": ENVIRONMENT}, held_out=held)
+    records, reward, held = world_run(config)
+    return train_grpo(config, records, reward, echo=echo, meta={"environment": ENVIRONMENT}, held_out=held)
 
 
 def train_world_dpo(config, echo=print):
@@ -214,5 +222,5 @@ def train_world_dpo(config, echo=print):
     from thinkdraw.trainers.dpo import train_dpo
     from thinkdraw.world.registry import ENVIRONMENT
 
-    reward, held = world_run(config)
-    return train_dpo(config, load_split("train"), reward, echo=echo, meta={"environment": ENVIRONMENT}, held_out=held)
+    records, reward, held = world_run(config)
+    return train_dpo(config, records, reward, echo=echo, meta={"environment": ENVIRONMENT}, held_out=held)
