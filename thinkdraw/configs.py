@@ -243,9 +243,46 @@ GRPO_LEVELS = ("token", "sequence")
 ENTROPY_OPTIONS = tuple(f"entropy_{kind}_{part}" for kind in ("text", "image") for part in ("target", "step", "limit"))
 
 
+@dataclass(kw_only=True)
 class RolloutOptions:
-    """What the GRPO and DPO configs share: the checks of the options both have (the reward and its judge,
-    thinking, sampling, LoRA, the loop, held-out scoring), whether the reward needs a judge, the sampling."""
+    """The options GRPO and DPO share (the prompts, the judge, thinking, sampling, LoRA, held-out scoring, the
+    loop's budget and runtime), their checks, whether the reward needs a judge, and the sampling settings. Each
+    config adds its own (reward, out, steps, ...) and calls check_rollout_options from its __post_init__."""
+
+    prompts: Path | None = option(
+        None,
+        "GenEval metadata JSONL to train on (its last --held-out-prompts records held back with --held-out-every) "
+        "[default: the world's train split; val prompts held back]",
+    )
+    judge: str = option("world", "for judged rewards: world (the shipped world judge), a folder, a hub id or a url")
+    judged_by: str = option("yes", "judged rewards: the judge's P(yes) (yes) or its 0-10 rating (score, GoT-R1's)")
+    think: bool = option(True, "write a plan (or rationale) before drawing; its tokens are trained too")
+    reasoning: str = option("plan", "what thinking writes: plan (objects with boxes, GoT-R1) or rationale")
+    cfg_scale: float = option(
+        1.0, "guidance while sampling (1 = off, ReasonGen-R1); the log-probs trained are the guided distribution's"
+    )
+    temperature: float = option(1.0, "image-token temperature of the samples (> 0)")
+    text_temperature: float = option(1.0, "plan-token temperature of the samples (> 0)")
+    max_think_tokens: int = option(128, "plan length at which [boi] is forced")
+    lora_rank: int = option(
+        0,
+        "LoRA rank on the language model's attention and MLP projections (0: train all but the VQ; GoT-R1: 32); "
+        "the checkpoint holds the merged weights",
+    )
+    lora_alpha: float = option(0.0, "LoRA's alpha (scale alpha / rank); 0: the rank (scale 1)")
+    gradient_checkpointing: bool = option(
+        False, "recompute the language model's layers in the backward pass: less memory, more time"
+    )
+    held_out_every: int = option(
+        0, "every this many updates, draw held-back prompts and log their reward and exact score (0: off)"
+    )
+    held_out_prompts: int = option(64, "--held-out-every: held-back prompts drawn (one image each)")
+    max_minutes: float = option(0.0, "stop (and save) after this many minutes; 0: no limit")
+    clip: float = option(1.0, "clip the gradient norm to this (0: no clip)")
+    device: str = option("auto", "auto (a GPU when there is one), cpu, cuda or cuda:N")
+    threads: int = option(2, "CPU threads for torch (0: torch's default)")
+    seed: int = option(0, "random seed (prompts, samples, batches)")
+    resume: bool = option(False, "continue from OUT/checkpoint")
 
     def check_rollout_options(self, rows: int) -> None:
         """The shared options' checks; `rows`: the sequences of one update, which accumulation splits."""
@@ -300,18 +337,13 @@ class RolloutOptions:
         )
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainGRPOConfig(RolloutOptions):
     """GRPO on a policy's plan and image tokens (GoT-R1, ReasonGen-R1): groups of rollouts per prompt, scored by
     a reward, each rollout pushed up or down by how it did against its group."""
 
     init: Path = option(help="the policy checkpoint folder to start from (an SFT policy that plans)", argument=True)
     out: Path = option(Path("runs/grpo"), "run folder: checkpoint/ and log.jsonl go here")
-    prompts: Path | None = option(
-        None,
-        "GenEval metadata JSONL to train on (its last --held-out-prompts records held back with --held-out-every) "
-        "[default: the world's train split; val prompts held back]",
-    )
     steps: int = option(400, "optimizer updates (ReasonGen-R1: 400; GoT-R1: 1000)")
     prompts_per_batch: int = option(4, "prompts per batch of rollouts (ReasonGen-R1: 32; GoT-R1: 8)")
     group_size: int = option(8, "candidates per prompt: the group each is compared with (GoT-R1: 16)")
@@ -327,16 +359,6 @@ class TrainGRPOConfig(RolloutOptions):
     kl_beta: float = option(0.0, "weight of the KL to the initial policy (0: no reference model, ReasonGen-R1)")
     level: str = option("token", "loss average: token (over all counted tokens) or sequence (per rollout first)")
     reward: str = option("geneval", "reward spec (thinkdraw.rewards.build_reward): geneval, got, binary, pi*ri...")
-    judge: str = option("world", "for judged rewards: world (the shipped world judge), a folder, a hub id or a url")
-    judged_by: str = option("yes", "judged rewards: the judge's P(yes) (yes) or its 0-10 rating (score, GoT-R1's)")
-    think: bool = option(True, "write a plan (or rationale) before drawing; its tokens are trained too")
-    reasoning: str = option("plan", "what thinking writes: plan (objects with boxes, GoT-R1) or rationale")
-    cfg_scale: float = option(
-        1.0, "guidance while sampling rollouts (1 = off, ReasonGen-R1); the ratio is over the guided distribution"
-    )
-    temperature: float = option(1.0, "image-token temperature of the rollouts (> 0)")
-    text_temperature: float = option(1.0, "plan-token temperature of the rollouts (> 0)")
-    max_think_tokens: int = option(128, "plan length at which [boi] is forced")
     entropy: bool = option(False, "ReasonGen-R1's adaptive entropy terms -c_txt*H_txt - c_img*H_img")
     entropy_text_target: float = option(2.0, "--entropy: text entropy to track, nats (ReasonGen-R1 on Janus-Pro-7B)")
     entropy_image_target: float = option(
@@ -346,28 +368,9 @@ class TrainGRPOConfig(RolloutOptions):
     entropy_image_step: float = option(1e-4, "--entropy: change of the image coefficient per update")
     entropy_text_limit: float = option(5e-3, "--entropy: |text coefficient| at most (ReasonGen-R1: 5e-3)")
     entropy_image_limit: float = option(5e-3, "--entropy: |image coefficient| at most (ReasonGen-R1: 5e-3)")
-    lora_rank: int = option(
-        0,
-        "LoRA rank on the language model's attention and MLP projections (0: train all but the VQ; GoT-R1: 32); "
-        "the checkpoint holds the merged weights",
-    )
-    lora_alpha: float = option(0.0, "LoRA's alpha (scale alpha / rank); 0: the rank (scale 1)")
-    gradient_checkpointing: bool = option(
-        False, "recompute the language model's layers in the backward pass: less memory, more time"
-    )
     max_skipped: int = option(20, "stop after this many batches in a row without signal (every group's rewards equal)")
-    held_out_every: int = option(
-        0, "every this many updates, draw held-back prompts and log their reward and exact score (0: off)"
-    )
-    held_out_prompts: int = option(64, "--held-out-every: held-back prompts drawn (one image each)")
     save_every: int = option(50, "checkpoint every this many updates")
-    max_minutes: float = option(0.0, "stop (and save) after this many minutes; 0: no limit")
     accumulation: int = option(1, "split each update's rollouts into this many micro-batches (less memory)")
-    clip: float = option(1.0, "clip the gradient norm to this (0: no clip)")
-    device: str = option("auto", "auto (a GPU when there is one), cpu, cuda or cuda:N")
-    threads: int = option(2, "CPU threads for torch (0: torch's default)")
-    seed: int = option(0, "random seed (prompt order and rollouts)")
-    resume: bool = option(False, "continue from OUT/checkpoint")
 
     def __post_init__(self):
         if not self.init.is_dir():
@@ -394,18 +397,13 @@ class TrainGRPOConfig(RolloutOptions):
 # -- DPO (thinkdraw.trainers.dpo) ------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainDPOConfig(RolloutOptions):
     """DPO and iterative DPO ("verify and reinforce"): pairs of the policy's own samples, the better by a reward
     chosen, the worse rejected; round after round, each sampling with the policy the last one trained."""
 
     init: Path = option(help="the policy checkpoint folder to start from (an SFT policy that plans)", argument=True)
     out: Path = option(Path("runs/dpo"), "run folder: checkpoint/, rounds/R/ (each round's weights), log.jsonl")
-    prompts: Path | None = option(
-        None,
-        "GenEval metadata JSONL to train on (its last --held-out-prompts records held back with --held-out-every) "
-        "[default: the world's train split; val prompts held back]",
-    )
     rounds: int = option(
         1, "rounds of sample -> rank -> train (1: DPO; more: iterative DPO, the reference being each round's start)"
     )
@@ -424,32 +422,9 @@ class TrainDPOConfig(RolloutOptions):
         "how samples are ranked (thinkdraw.rewards spec): pi (the judge's P(yes) that the image shows the "
         "prompt: the outcome reward model), geneval (GenEval's rules over the detector), got, binary...",
     )
-    judge: str = option("world", "for judged rewards: world (the shipped world judge), a folder, a hub id or a url")
-    judged_by: str = option("yes", "judged rewards: the judge's P(yes) (yes) or its 0-10 rating (score, GoT-R1's)")
-    think: bool = option(True, "write a plan (or rationale) before drawing")
-    reasoning: str = option("plan", "what thinking writes: plan (objects with boxes, GoT-R1) or rationale")
-    cfg_scale: float = option(1.0, "guidance while sampling (1 = off); the log-probs are those of the guided model")
-    temperature: float = option(1.0, "image-token temperature of the samples (> 0)")
-    text_temperature: float = option(1.0, "plan-token temperature of the samples (> 0)")
-    max_think_tokens: int = option(128, "plan length at which [boi] is forced")
     sample_batch: int = option(32, "samples drawn (and ranked, and scored by the reference) together")
-    lora_rank: int = option(0, "LoRA rank on the language model's projections (0: train all but the VQ)")
-    lora_alpha: float = option(0.0, "LoRA's alpha (scale alpha / rank); 0: the rank (scale 1)")
-    gradient_checkpointing: bool = option(
-        False, "recompute the language model's layers in the backward pass: less memory, more time"
-    )
-    held_out_every: int = option(
-        0, "every this many updates, draw held-back prompts and log their reward and exact score (0: off)"
-    )
-    held_out_prompts: int = option(64, "--held-out-every: held-back prompts drawn (one image each)")
     save_every: int = option(50, "checkpoint every this many updates (it must divide --steps-per-round)")
-    max_minutes: float = option(0.0, "stop (and save) after this many minutes; 0: no limit")
     accumulation: int = option(1, "split each update's pairs into this many micro-batches (less memory)")
-    clip: float = option(1.0, "clip the gradient norm to this (0: no clip)")
-    device: str = option("auto", "auto (a GPU when there is one), cpu, cuda or cuda:N")
-    threads: int = option(2, "CPU threads for torch (0: torch's default)")
-    seed: int = option(0, "random seed (prompts, samples, batches)")
-    resume: bool = option(False, "continue from OUT/checkpoint")
 
     def __post_init__(self):
         if not self.init.is_dir():

@@ -54,7 +54,8 @@ def add_command(app: typer.Typer, name: str, config_cls: type, run: Callable[[An
     """Register `run(config_cls(**cli_args))` as `name`; the help is config_cls's docstring."""
     hints = typing.get_type_hints(config_cls)
     params, groups = [], {}
-    for f in dataclasses.fields(config_cls):
+    own = set(vars(config_cls).get("__annotations__", {}))  # the class's own options first, then inherited ones
+    for f in sorted(dataclasses.fields(config_cls), key=lambda f: f.name not in own):
         if f.metadata.get("nested"):
             inner = hints[f.name]
             inner_hints = typing.get_type_hints(inner)
