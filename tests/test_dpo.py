@@ -6,14 +6,13 @@ writes mostly coordinates)."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 
 import pytest
 import torch
 from test_cli_model import no_progress_bars  # noqa: F401 (a fixture)
-from test_grpo import RECORDS, init, quiet, records_of, same_parameters, words  # noqa: F401 (init: a fixture)
+from test_grpo import RECORDS, init, interrupt, quiet, records_of, same_parameters, words  # noqa: F401 (init)
 from typer.testing import CliRunner
 
 import thinkdraw.trainers.dpo as dpo
@@ -23,7 +22,6 @@ from thinkdraw.configs import TrainDPOConfig
 from thinkdraw.errors import ThinkdrawError
 from thinkdraw.policy.model import Policy
 from thinkdraw.rewards import Score
-from thinkdraw.trainers.common import RunLog
 from thinkdraw.trainers.losses import LossOutput
 from thinkdraw.world.data import train_world_dpo, world_run
 from thinkdraw.world.registry import SHIPPED_MODELS
@@ -150,33 +148,11 @@ def test_iterative_dpo_raises_the_ranked_reward(init, tmp_path):  # noqa: F811
 # -- exact resumption and non-finite values ---------------------------------------------------------------------
 
 
-def interrupt(monkeypatch, where: str, at: int) -> None:
-    """Ctrl-C while round `at`'s pairs are made ("round"), or after update `at` while it is logged ("update")."""
-    if where == "round":
-        original = dpo.make_pairs
-
-        def make(*args, **kwargs):
-            if inspect.signature(original).bind(*args, **kwargs).arguments["round"] == at:
-                raise KeyboardInterrupt
-            return original(*args, **kwargs)
-
-        monkeypatch.setattr(dpo, "make_pairs", make)
-    else:
-        write = RunLog.write
-
-        def stop(self, record):
-            if record["step"] == at and "lr" in record:
-                raise KeyboardInterrupt
-            write(self, record)
-
-        monkeypatch.setattr(RunLog, "write", stop)
-
-
-@pytest.mark.parametrize("where, at, saved", [("round", 1, 4), ("update", 5, 6)], ids=["at-a-round", "mid-round"])
+@pytest.mark.parametrize("where, at, saved", [("batch", 1, 4), ("update", 5, 6)], ids=["at-a-round", "mid-round"])
 def test_resume_equals_an_uninterrupted_run(whole, init, tmp_path, monkeypatch, where, at, saved):  # noqa: F811
     out_whole, expected = whole
     out = tmp_path / "run"
-    interrupt(monkeypatch, where, at)
+    interrupt(monkeypatch, where, at, dpo, "make_pairs", "round")  # a "batch" here: a round's pairs
     with pytest.raises(KeyboardInterrupt):
         dpo.train_dpo(config_for(init, out, accumulation=2), RECORDS, words, echo=quiet)
     monkeypatch.undo()

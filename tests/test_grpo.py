@@ -327,17 +327,18 @@ def test_a_batch_without_signal_is_skipped_without_an_update(uninterrupted):
     assert coefficients == pytest.approx([0, 1e-4, 2e-4, 3e-4, 4e-4, 5e-4])  # adapted after every update
 
 
-def interrupt(monkeypatch, where: str, at: int) -> None:
-    """Ctrl-C while batch `at` is made ("batch"), or after update `at` while it is logged ("update")."""
+def interrupt(monkeypatch, where: str, at: int, module=grpo, maker: str = "make_rollouts", key: str = "index") -> None:
+    """Ctrl-C while `module.maker` makes batch `at` (its argument `key`: "batch"), or after update `at` while it
+    is logged ("update")."""
     if where == "batch":
-        original = grpo.make_rollouts
+        original = getattr(module, maker)
 
         def make(*args, **kwargs):
-            if inspect.signature(original).bind(*args, **kwargs).arguments["index"] == at:
+            if inspect.signature(original).bind(*args, **kwargs).arguments[key] == at:
                 raise KeyboardInterrupt
             return original(*args, **kwargs)
 
-        monkeypatch.setattr(grpo, "make_rollouts", make)
+        monkeypatch.setattr(module, maker, make)
     else:
         write = RunLog.write
 
