@@ -18,8 +18,14 @@ class LayoutError(ThinkdrawError):
 
 
 class EvalFolderError(ThinkdrawError):
-    """A folder that is not in GenEval's layout."""
+    """A folder that is not in its benchmark's layout (GenEval's, T2I-CompBench's, DPG-Bench's)."""
 
 
 class DetectorError(ThinkdrawError):
-    """A detector model that cannot be loaded, or does not fit the benchmark it is asked to score."""
+    """An evaluator model (a detector, CLIP, BLIP-VQA) that cannot be loaded, or does not fit the benchmark it is
+    asked to score."""
+
+
+class BenchmarkError(ThinkdrawError):
+    """Benchmark data that cannot be scored: an unknown category, a prompt the rules cannot read, a question file
+    (DPG-Bench's csv) that does not follow its format."""

@@ -207,8 +207,9 @@ class ClipColors:
 class Mask2FormerDetector:
     """A Detector (thinkdraw.evaluator.detection) over a transformers Mask2Former and CLIP: GenEval's 80 classes."""
 
-    def __init__(self, model, image_processor, colors: ClipColors, device: str = "cpu", test_scale=TEST_SCALE):
-        """test_scale: (short side, long side at most) the image is resized to; None keeps the processor's."""
+    def __init__(self, model, image_processor, colors: ClipColors | None, device: str = "cpu", test_scale=TEST_SCALE):
+        """test_scale: (short side, long side at most) the image is resized to; None keeps the processor's.
+        colors None: a detector that only finds objects (T2I-CompBench's rules name no colours)."""
         self.classes = geneval_classes()
         check_labels({int(k): v for k, v in model.config.id2label.items()}, self.classes)
         self.model, self.image_processor, self.color_namer = model, image_processor, colors
@@ -218,11 +219,12 @@ class Mask2FormerDetector:
     def load(
         cls,
         detector_model: str = MASK2FORMER_MODEL,
-        clip_model: str = CLIP_MODEL,
+        clip_model: str | None = CLIP_MODEL,
         device: str = "cpu",
         test_scale=TEST_SCALE,
     ) -> Mask2FormerDetector:
-        """Hub ids or local folders (saved with save_pretrained, processor included); every weight must be there."""
+        """Hub ids or local folders (saved with save_pretrained, processor included); every weight must be there.
+        clip_model None loads no CLIP: detect() only."""
         from transformers import AutoImageProcessor, Mask2FormerForUniversalSegmentation
 
         source = _resolve(detector_model, "detector")
@@ -236,7 +238,7 @@ class Mask2FormerDetector:
         except Exception as error:
             raise DetectorError(f"cannot load the detector from {source}: {_first_line(error)}") from error
         _check_loading(info, source, "detector")
-        colors = ClipColors.load(clip_model, device)
+        colors = ClipColors.load(clip_model, device) if clip_model is not None else None
         return cls(model.to(device).eval(), image_processor, colors, device, test_scale)
 
     @torch.inference_mode()
@@ -265,6 +267,8 @@ class Mask2FormerDetector:
 
     def colors(self, image: Image.Image, detections: list[Detection]) -> list[str]:
         """The colour of each detection (its masked crop through CLIP, with its class's templates)."""
+        if self.color_namer is None:
+            raise DetectorError("this Mask2Former detector was loaded without a CLIP model: it names no colours")
         image = image.convert("RGB")
         named: list[str | None] = [None] * len(detections)
         for label in dict.fromkeys(d.label for d in detections):
