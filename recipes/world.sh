@@ -13,6 +13,15 @@
 #   recipes/world.sh judge  RUNS [MINUTES]
 #                                     the world judge: the shipped SFT's samples of 1500 train prompts (2 each),
 #                                     then a tiny LLaVA trained on them and on 1000 rendered scenes (at most 50 min)
+#   recipes/world.sh grpo   RUNS [REWARD MINUTES]
+#                                     GRPO from the shipped SFT, rewarded by REWARD (default geneval: GenEval's rules
+#                                     over the exact detector; binary, got, pi...: the shipped world judge), 4 prompts x
+#                                     8 rollouts a batch, 2 updates each, CFG 2 as the model generates, at most MINUTES
+#                                     (45); a judged reward also logs held-back val prompts' reward and exact score
+#   recipes/world.sh dpo    RUNS [REWARD ROUNDS]
+#                                     iterative DPO from the shipped SFT: ROUNDS (2) rounds of 128 prompts x 4 samples,
+#                                     the best and worst by REWARD (default pi: the world judge's P(yes)) a pair, 40
+#                                     updates of 8 pairs each; RUNS/dpo/rounds/1 is plain DPO
 #   recipes/world.sh export RUNS PART [CFG]
 #                                     an fp16 copy of RUNS/PART/checkpoint into thinkdraw/assets/PART (PART: vq,
 #                                     base, sft or judge; CFG: the guidance scale generation uses with a policy)
@@ -34,7 +43,7 @@
 # One run at a time on both cores: two side by side on one thread each took about 5 s a step each. Policies
 # train in float32 (--no-bf16): under bfloat16 autocast a step took 1.5-1.7x as long on this CPU.
 set -euo pipefail
-STAGE=${1:?vq, base, sft, judge or export}
+STAGE=${1:?vq, base, sft, judge, grpo, dpo or export}
 RUNS=${2:-runs}
 export OMP_WAIT_POLICY=PASSIVE  # as in the runs whose timings are given above
 ASSETS=$(python -c "import thinkdraw, pathlib; print(pathlib.Path(thinkdraw.__file__).parent / 'assets')")
@@ -53,10 +62,22 @@ judge)
     thinkdraw world rollouts "$RUNS/rollouts" --split train --prompts 1500 --per-prompt 2 --threads 2
     thinkdraw train judge --rollouts "$RUNS/rollouts" --scenes 1000 --out "$RUNS/judge" --steps 2000 \
         --batch-size 32 --lr 1e-3 --max-minutes "${3:-50}" --save-every 200 --threads 2 ;;
+grpo)
+    reward=${3:-geneval}
+    held=(); [ "$reward" = geneval ] || held=(--held-out-every 20 --held-out-prompts 48)
+    rm -rf "$RUNS/grpo-$reward"
+    thinkdraw train grpo "$ASSETS/sft" --out "$RUNS/grpo-$reward" --reward "$reward" --steps 180 --cfg-scale 2 \
+        --max-minutes "${4:-45}" --save-every 20 --threads 2 "${held[@]}" ;;
+dpo)
+    reward=${3:-pi}
+    rm -rf "$RUNS/dpo-$reward"
+    thinkdraw train dpo "$ASSETS/sft" --out "$RUNS/dpo-$reward" --reward "$reward" --rounds "${4:-2}" \
+        --prompts-per-round 128 --candidates 4 --steps-per-round 40 --batch-size 8 --lr 5e-5 --cfg-scale 2 \
+        --save-every 20 --held-out-every 20 --held-out-prompts 48 --threads 2 ;;
 export)
     part=${3:?vq, base, sft or judge}
     rm -rf "$ASSETS/$part"
     thinkdraw train export "$RUNS/$part/checkpoint" "$ASSETS/$part" --dtype float16 ${4:+--cfg-scale "$4"} ;;
 *)
-    echo "unknown stage $STAGE: vq, base, sft, judge or export" >&2; exit 2 ;;
+    echo "unknown stage $STAGE: vq, base, sft, judge, grpo, dpo or export" >&2; exit 2 ;;
 esac
