@@ -17,18 +17,18 @@ from thinkdraw.world.train_vq import roundtrip_accuracy
 torch.set_num_threads(1)
 
 
-def test_four_checkpoints_within_40_mb():
-    assert sorted(p.name for p in ASSETS.iterdir() if p.is_dir()) == ["base", "judge", "sft", "vq"]
+def test_five_checkpoints_within_40_mb():
+    assert sorted(p.name for p in ASSETS.iterdir() if p.is_dir()) == ["base", "grpo", "judge", "sft", "vq"]
     size = sum(f.stat().st_size for f in ASSETS.rglob("*") if f.is_file())
     assert size <= 40 * 10**6, f"{size / 10**6:.1f} MB"  # the budget for shipped assets
-    kinds = [read_meta(ASSETS / p)["kind"] for p in ("vq", "base", "sft", "judge")]
-    assert kinds == ["vq", "policy-base", "policy-sft", "judge"]
+    kinds = [read_meta(ASSETS / p)["kind"] for p in ("vq", "base", "sft", "grpo", "judge")]
+    assert kinds == ["vq", "policy-base", "policy-sft", "policy-grpo", "judge"]
     assert not any(ASSETS.rglob("trainer.safetensors"))  # no optimizer state shipped
 
 
 def test_policies_carry_the_shipped_vq_unchanged():
     vq = load_model(JanusVQVAE, ASSETS / "vq", dtype=torch.float32).state_dict()
-    for part in ("base", "sft"):
+    for part in ("base", "sft", "grpo"):
         inner = load_model(JanusForConditionalGeneration, ASSETS / part, dtype=torch.float32).model.vqmodel.state_dict()
         assert inner.keys() == vq.keys()
         assert all(torch.equal(inner[k], vq[k]) for k in vq), part  # the VQ is frozen while the policy trains

@@ -487,7 +487,7 @@ class GenerateConfig:
     )
     plan: str | None = option(None, "with a prompt: draw after this plan instead of writing one (edit, redraw)")
     given_plans: bool = option(False, "with --metadata: draw each record after its 'plan' field")
-    model: str = option("sft", "shipped world model (sft, base), a local checkpoint folder, or a hub id")
+    model: str = option("sft", "shipped world model (sft, grpo, base), a local checkpoint folder, or a hub id")
     sampling: SamplingSettings = nested(SamplingSettings)
     verifier: str = option("none", f"pick each image from -N candidates with a judge: none, {', '.join(VERIFIERS)}")
     verifying: VerifierSettings = nested(VerifierSettings)

@@ -21,7 +21,7 @@ from thinkdraw.world.spec import COLORS
 
 
 def resolve_model(name: str) -> str | Path:
-    """A shipped world model by name (base, sft), a local folder, or a hub id."""
+    """A shipped world model by name (base, sft, grpo), a local folder, or a hub id."""
     return SHIPPED_MODELS.get(name, name)
 
 

@@ -153,7 +153,7 @@ class WorldRolloutsConfig:
     """Draw the policy's samples (plan, then image) for a split's prompts and store them, to train judges on."""
 
     out: Path = option(help="rollout folder (resumable: parts already there are kept)", argument=True)
-    model: str = option("sft", "shipped world model (sft, base) or a checkpoint folder")
+    model: str = option("sft", "shipped world model (sft, grpo, base) or a checkpoint folder")
     split: str = option("train", f"prompt split: {', '.join(SPLIT_NAMES)}")
     prompts: int = option(1000, "the split's first this many prompts")
     per_prompt: int = option(2, "samples per prompt")
