@@ -23,8 +23,9 @@
 #                                     the best and worst by REWARD (default pi: the world judge's P(yes)) a pair, 40
 #                                     updates of 8 pairs each; RUNS/dpo/rounds/1 is plain DPO
 #   recipes/world.sh export RUNS PART [CFG]
-#                                     an fp16 copy of RUNS/PART/checkpoint into thinkdraw/assets/PART (PART: vq,
-#                                     base, sft or judge; CFG: the guidance scale generation uses with a policy)
+#                                     an fp16 copy of RUNS/PART/checkpoint into thinkdraw/assets/NAME, NAME being PART
+#                                     up to its first "-" (PART: vq, base, sft, judge, or a run such as grpo-geneval;
+#                                     CFG: the guidance scale generation uses with a policy)
 #
 # What ran for the shipped models (all on this 2-core CPU; no GPU was lent):
 #   vq and base: two stops before this one (the VQ 26 min, base 2500 steps); unchanged since.
@@ -38,6 +39,10 @@
 #                `export /work/runs sft 2`.
 #   judge: `recipes/world.sh judge /work/runs` on chunk 3's samples (1 thread each, beside chunk 4), then
 #                `export /work/runs judge`.
+#   grpo (assets/grpo, `--model grpo`): the grpo stage's command with out /work/grpo/geneval (all 180 updates in
+#                34.1 min), exported as `export RUNS grpo-geneval 2` does; resumed to 240 updates (`--steps 240
+#                --max-minutes 11 --resume`, 45 min in all) it scored no better on the test split, so 180 ships.
+#   dpo: `recipes/world.sh dpo /work/rl` (2 rounds, 12.3 min); `grpo /work/rl binary 20` (not shipped).
 # A chunk's weights are committed when it ends (thinkdraw/assets/sft), so an interrupted session loses at most
 # one chunk; rerunning the same commands reproduces the shipped model.
 # One run at a time on both cores: two side by side on one thread each took about 5 s a step each. Policies
@@ -75,9 +80,10 @@ dpo)
         --prompts-per-round 128 --candidates 4 --steps-per-round 40 --batch-size 8 --lr 5e-5 --cfg-scale 2 \
         --save-every 20 --held-out-every 20 --held-out-prompts 48 --threads 2 ;;
 export)
-    part=${3:?vq, base, sft or judge}
-    rm -rf "$ASSETS/$part"
-    thinkdraw train export "$RUNS/$part/checkpoint" "$ASSETS/$part" --dtype float16 ${4:+--cfg-scale "$4"} ;;
+    part=${3:?vq, base, sft, judge or a run folder such as grpo-geneval}
+    name=${part%%-*}
+    rm -rf "${ASSETS:?}/$name"
+    thinkdraw train export "$RUNS/$part/checkpoint" "$ASSETS/$name" --dtype float16 ${4:+--cfg-scale "$4"} ;;
 *)
     echo "unknown stage $STAGE: vq, base, sft, judge, grpo, dpo or export" >&2; exit 2 ;;
 esac
