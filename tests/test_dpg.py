@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from test_cli import assert_one_line_error, invoke
 from tiny_judges import tiny_llava_judge
-from typer.testing import CliRunner
 
 from thinkdraw.cli.eval_cmds import JudgeVQA
-from thinkdraw.cli.main import app
 from thinkdraw.errors import BenchmarkError, EvalFolderError
 from thinkdraw.evaluator.dpg import (
     DPG_DATA,
@@ -34,7 +33,6 @@ from thinkdraw.evaluator.dpg import (
 from thinkdraw.judges.base import JudgeError
 from thinkdraw.judges.chat import Completion
 
-runner = CliRunner()
 HEADER = (
     "item_id,text,keywords,proposition_id,dependency,category_broad,category_detailed,tuple,question_natural_language"
 )
@@ -277,20 +275,6 @@ def test_judge_vqa_reads_p_yes_as_the_chat_judge_does():
     assert backend.turns[0].image is image
     with pytest.raises(JudgeError, match="not yes or no"):
         JudgeVQA(FakeJudge(FakeBackend([Completion("maybe", {})]))).yes(image, ["Is there a cat?"])
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 def test_cli_errors_are_one_line(tmp_path):

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save_file
+from test_cli import assert_one_line_error, invoke
 from transformers import (
     CLIPConfig,
     CLIPImageProcessorPil,
@@ -32,9 +33,7 @@ from transformers import (
 )
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 from transformers.utils import logging as hf_logging
-from typer.testing import CliRunner
 
-from thinkdraw.cli.main import app
 from thinkdraw.errors import DetectorError, ThinkdrawError
 from thinkdraw.evaluator.detection import Detection
 from thinkdraw.evaluator.geneval import GENEVAL_DATA, geneval_classes, geneval_prompts, write_prompt_folder
@@ -55,7 +54,6 @@ from thinkdraw.evaluator.rules import COLOR_NAMES, judge, judge_image
 NAMES = geneval_classes()
 COCO_ID2LABEL = {i: COCO_NAMES.get(name, name) for i, name in enumerate(NAMES)}  # as a COCO checkpoint names them
 CLIP_SIZE = 32
-runner = CliRunner()
 
 
 # -- tiny models, saved and loaded as a user's would be --------------------------------------------------------
@@ -473,20 +471,6 @@ def test_missing_weights_are_refused(tmp_path, clip_dir):
 
 
 # -- the command line ------------------------------------------------------------------------------------------
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from test_cli import assert_one_line_error, invoke
 from test_mask2former import CLIP_SIZE, tiny_clip, tiny_clip_tokenizer, tiny_mask2former
 from transformers import (
     BertTokenizer,
@@ -31,9 +32,7 @@ from transformers import (
     Mask2FormerImageProcessorPil,
 )
 from transformers.utils import logging as hf_logging
-from typer.testing import CliRunner
 
-from thinkdraw.cli.main import app
 from thinkdraw.errors import BenchmarkError, DetectorError, EvalFolderError
 from thinkdraw.evaluator.detection import Detection
 from thinkdraw.evaluator.mask2former import Mask2FormerDetector
@@ -66,7 +65,6 @@ from thinkdraw.evaluator.t2icompbench import (
     unidet_frame,
 )
 
-runner = CliRunner()
 BLIP_WORDS = ("yes", "no", "a", "the", "green", "blue", "bench", "bowl", "bird", "horse", "car", "?")
 BLIP_SIZE = 32
 
@@ -509,20 +507,6 @@ def test_complex_images_get_the_three_parts(tmp_path):
 
 
 # -- the folder and the command line -----------------------------------------------------------------------------
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 @pytest.fixture
