@@ -22,8 +22,6 @@ import random
 import time
 from collections import defaultdict
 
-import torch
-
 from thinkdraw.engine.sampling import SamplingSettings
 from thinkdraw.evaluator.geneval import GENEVAL_TASKS
 from thinkdraw.evaluator.plans import check_plan
@@ -31,6 +29,7 @@ from thinkdraw.evaluator.rules import judge_image
 from thinkdraw.plan import PlanError, parse_plan
 from thinkdraw.policy.model import Policy
 from thinkdraw.rewards import iou
+from thinkdraw.runtime import Runtime
 from thinkdraw.world.detector import WorldDetector
 from thinkdraw.world.layout import solve_layout
 from thinkdraw.world.plans import plan_of_scene, world_words_of
@@ -152,10 +151,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="prompts sampled together")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the policy runs in float32)")
     parser.add_argument("--out", default="plan_following.json")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    policy = Policy.load(args.model)
+    policy = Policy.load(args.model, Runtime.create(args.device, "float32", args.threads))
     split = load_split(args.split)
     step = max(1, len(split) // args.prompts)
     indices = list(range(0, len(split), step))[: args.prompts]

@@ -21,6 +21,7 @@ from thinkdraw.engine.sampling import (
     generate,
     image_embeddings,
     sample_next_token,
+    sample_tokens,
     sequence_logits,
     teacher_forced_logprobs,
 )
@@ -288,6 +289,24 @@ def test_sample_next_token_uses_one_uniform_per_call():
     sample_next_token(logits, g, 1.0, 3)
     torch.rand(2, generator=reference, dtype=torch.float64)
     assert torch.equal(torch.rand(1, generator=g), torch.rand(1, generator=reference))
+
+
+@pytest.mark.parametrize("temperature, top_k", [(1.0, 0), (0.8, 3), (0.0, 0)])
+def test_sample_tokens_rows_equal_one_row_calls(temperature, top_k):
+    logits = torch.randn(5, 40, generator=torch.Generator().manual_seed(5))
+    batch = [torch.Generator().manual_seed(10 + i) for i in range(5)]
+    single = [torch.Generator().manual_seed(10 + i) for i in range(5)]
+    for _ in range(30):
+        tokens, logps = sample_tokens(logits, batch, temperature, top_k)
+        for i in range(5):
+            token, logp = sample_next_token(logits[i], single[i], temperature, top_k)
+            assert (int(tokens[i]), float(logps[i])) == (token, logp)
+
+
+def test_sample_tokens_never_picks_a_token_without_mass():
+    logits = torch.tensor([[0.0, 0.0, float("-inf"), float("-inf")]] * 64)  # u * total may round up to total
+    tokens, logps = sample_tokens(logits, [torch.Generator().manual_seed(i) for i in range(64)], 1.0, 0)
+    assert set(tokens.tolist()) <= {0, 1} and torch.isfinite(logps).all()
 
 
 # 8 ------------------------------------------------------------------------------------------------------------

@@ -105,22 +105,35 @@ def process_logits(logits: Tensor, temperature: float, top_k: int) -> Tensor:
     return torch.log_softmax(x, dim=-1)
 
 
-def sample_next_token(logits: Tensor, generator: torch.Generator, temperature: float, top_k: int) -> tuple[int, float]:
-    """Draw one token from logits [V]; return it and its log-prob under the processed distribution.
+def sample_tokens(
+    logits: Tensor, generators: list[torch.Generator], temperature: float, top_k: int
+) -> tuple[Tensor, Tensor]:
+    """Draw one token per row from logits [b, V], row i with generators[i]; return the tokens [b] (long) and
+    their log-probs [b] under the processed distribution.
 
-    Inverse-CDF sampling with exactly one float64 uniform per call, greedy included, so the k-th token of a
-    row always uses the k-th number of its generator whatever the settings or the rest of the batch."""
+    Inverse-CDF sampling with exactly one float64 uniform per row and call, greedy included, so the k-th token
+    of a row always uses the k-th number of its generator whatever the settings or the rest of the batch. All
+    rows in one go and nothing read back to the host: on a GPU a step costs a few kernels, not a sync a row."""
     logps = process_logits(logits, temperature, top_k)
-    u = torch.rand((), generator=generator, dtype=torch.float64, device=generator.device).item()
+    u = torch.stack([torch.rand((), generator=g, dtype=torch.float64, device=g.device) for g in generators])
+    if u.device != logits.device and logits.is_cuda:  # host generators: a pinned copy, so the host never waits
+        u = u.pin_memory().to(logits.device, non_blocking=True)
     if temperature == 0:
-        token = int(torch.argmax(logps))
+        tokens = logps.argmax(-1)
     else:
         probs = logps.double().exp()
         cdf = probs.cumsum(-1)
-        token = int(torch.searchsorted(cdf, cdf[-1:] * u, right=True))
-        if token == probs.shape[-1]:  # u * total rounded up to total: take the last token with mass
-            token = int(probs.nonzero()[-1])
-    return token, float(logps[token])
+        tokens = torch.searchsorted(cdf, cdf[:, -1:] * u.to(cdf.device)[:, None], right=True)[:, 0]
+        V = probs.shape[-1]
+        last_with_mass = V - 1 - (probs.flip(-1) > 0).to(torch.uint8).argmax(-1)
+        tokens = torch.where(tokens == V, last_with_mass, tokens)  # u * total rounded up to total
+    return tokens, logps.gather(-1, tokens[:, None])[:, 0]
+
+
+def sample_next_token(logits: Tensor, generator: torch.Generator, temperature: float, top_k: int) -> tuple[int, float]:
+    """sample_tokens for one row: logits [V] -> the token and its log-prob."""
+    tokens, logps = sample_tokens(logits[None], [generator], temperature, top_k)
+    return int(tokens[0]), float(logps[0])
 
 
 def cfg_combine(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
@@ -291,10 +304,11 @@ def _sample_plans(model, stream: _Stream, prompt_ids, special: SpecialIds, setti
             pending = False
         logits = _upcast(_text_head(model, hidden, special))  # [B, V_text]
         column, column_mask = torch.full_like(ids[:, 0], special.pad), torch.zeros_like(mask[:, 0])
-        for i in range(B):
-            if done[i]:
-                continue
-            token, logp = sample_next_token(logits[i], generators[i], settings.text_temperature, settings.text_top_k)
+        rows = [i for i in range(B) if not done[i]]
+        tokens, logps = sample_tokens(
+            logits[rows], [generators[i] for i in rows], settings.text_temperature, settings.text_top_k
+        )
+        for i, token, logp in zip(rows, tokens.tolist(), logps.tolist(), strict=True):
             logprobs[i].append(logp)
             if token == special.boi:  # fed later, in the column all rows share
                 done[i] = True
@@ -379,12 +393,12 @@ def generate(
     image_logprobs = torch.zeros(B, num_image_tokens, dtype=logp_dtype, device=ids.device)
     drawn = [num_image_tokens] * B
     alive = torch.arange(B, device=ids.device)  # the rows still drawing, in stream order
+    alive_generators = list(generators)
     h = hidden[:, -1]  # [R, H]
     for k in range(num_image_tokens):
         logits = _guided_image_logits(model, h, len(alive), settings.cfg_scale)  # [b, V_img]
-        for j, i in enumerate(alive.tolist()):
-            token, logp = sample_next_token(logits[j], generators[i], settings.temperature, settings.top_k)
-            image_ids[i, k], image_logprobs[i, k] = token, logp
+        tokens, logps = sample_tokens(logits, alive_generators, settings.temperature, settings.top_k)
+        image_ids[alive, k], image_logprobs[alive, k] = tokens, logps.to(logp_dtype)
         if on_image_step is not None:
             keep = on_image_step(k + 1, image_ids[:, : k + 1].clone())
             if keep is not None and not bool(keep[alive].all()):
@@ -392,6 +406,7 @@ def generate(
                 for i in alive[keep[alive].logical_not()].tolist():
                     drawn[i] = k + 1
                 alive = alive[kept]
+                alive_generators = [generators[i] for i in alive.tolist()]
                 if len(alive) == 0:
                     break
                 if k + 1 < num_image_tokens:
