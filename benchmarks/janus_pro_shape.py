@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from janus_pro_tiny import _CORPUS, BOS, CHAT_TEMPLATE, EOS, IMAGE_TOKENS, PAD, ROLE_TOKENS  # noqa: E402
+from janus_pro_tiny import IMAGE_TOKENS, ROLE_TOKENS, janus_pro_tokenizer  # noqa: E402
 
 # Janus-Pro-1B's language model: the DeepSeek-LLM 1.3B shape (hidden 2048, 24 layers, 16 heads, vocab 102400), its
 # MLP 5632 as transformers' DeepSeek-VL-1.3B converter writes it (not checked against the hub's config.json here).
@@ -40,36 +40,14 @@ BPE_SIZE = 1000  # enough merges that the instruction's words are whole tokens, 
 
 def chat_tokenizer(text_vocab: int, prompts: list[str]):
     """tests/janus_pro_tiny.py's tokenizer (byte-level BPE, Janus-Pro's special tokens and chat format), trained
-    on the chat format's reasoning instructions as well and at most `text_vocab` tokens in all."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
+    on the chat format's reasoning instructions and `prompts` as well, at most `text_vocab` tokens in all."""
     from thinkdraw.policy.formats import INSTRUCTIONS
 
     added = 3 + len(IMAGE_TOKENS) + len(ROLE_TOKENS)  # bos, eos, pad, the image tokens, the roles
     size = min(BPE_SIZE, text_vocab - added)
     if size < 256:
         raise SystemExit(f"--text-vocab {text_vocab}: at least {256 + added} (the 256 bytes and the special tokens)")
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[], show_progress=False
-    )
-    backend.train_from_iterator(_CORPUS + list(INSTRUCTIONS.values()) + prompts, trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token=BOS,
-        eos_token=EOS,
-        pad_token=PAD,
-        extra_special_tokens=dict(IMAGE_TOKENS),
-        add_bos_token=True,
-        add_eos_token=False,
-        model_max_length=JANUS_PRO_1B["max_positions"],
-        chat_template=CHAT_TEMPLATE,
-    )
-    tokenizer.add_tokens(ROLE_TOKENS)
-    return tokenizer
+    return janus_pro_tokenizer(list(INSTRUCTIONS.values()) + prompts, size, JANUS_PRO_1B["max_positions"])
 
 
 def janus_config(args, tokenizer):

@@ -65,15 +65,21 @@ _CORPUS += [
 ]
 
 
-def _tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level BPE of about 400 tokens declaring the special tokens the way a converted Janus-Pro does."""
+def janus_pro_tokenizer(
+    extra_text: list[str] = (), vocab_size: int = 400, max_length: int = 16384
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE of `vocab_size` merges and bytes (trained on a small corpus and `extra_text`), declaring
+    the special tokens the way a converted Janus-Pro does, with Janus-Pro's chat format."""
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[], show_progress=False
+        vocab_size=vocab_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=[],
+        show_progress=False,
     )
-    backend.train_from_iterator(_CORPUS, trainer=trainer)
+    backend.train_from_iterator(_CORPUS + list(extra_text), trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token=BOS,
@@ -82,7 +88,7 @@ def _tiny_tokenizer() -> PreTrainedTokenizerFast:
         extra_special_tokens=dict(IMAGE_TOKENS),
         add_bos_token=True,
         add_eos_token=False,
-        model_max_length=16384,
+        model_max_length=max_length,
         chat_template=CHAT_TEMPLATE,
     )
     tokenizer.add_tokens(ROLE_TOKENS)
@@ -138,7 +144,7 @@ def save_tiny_janus_pro(directory: pathlib.Path, seed: int = 0) -> pathlib.Path:
     """Write a tiny random Janus-Pro (safetensors weights, config, tokenizer) into ``directory`` and return it."""
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = _tiny_tokenizer()
+    tokenizer = janus_pro_tokenizer()
     torch.manual_seed(seed)
     model = JanusForConditionalGeneration(_tiny_config(tokenizer)).eval()
     # boi_token_id as the convert script sets it; generate(generation_mode="image") reads it from generation_kwargs.

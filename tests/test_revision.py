@@ -6,7 +6,7 @@ import random
 
 import pytest
 import torch
-from janus_pro_tiny import _tiny_tokenizer
+from janus_pro_tiny import janus_pro_tokenizer
 from tiny_models import tiny_policy
 
 from thinkdraw.errors import ThinkdrawError
@@ -50,7 +50,7 @@ def test_the_revise_context_holds_the_earlier_plan_and_the_feedback(policy):
 
 
 def test_a_chat_model_is_told_of_its_first_try():
-    tokenizer = _tiny_tokenizer()
+    tokenizer = janus_pro_tokenizer()
     chat = ChatFormat(tokenizer)
     first = tokenizer.decode(chat.context("a red circle", True))
     second = tokenizer.decode(chat.context("a red circle", True, "plan", REVISION))
