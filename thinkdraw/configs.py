@@ -18,6 +18,9 @@ from typing import Any
 
 from thinkdraw.engine.settings import SamplingSettings
 from thinkdraw.errors import ThinkdrawError
+from thinkdraw.evaluator.layouts import BENCHMARKS
+from thinkdraw.evaluator.t2icompbench import SCORED as T2I_CATEGORIES
+from thinkdraw.evaluator.t2icompbench import check_category
 from thinkdraw.plan import REASONING
 from thinkdraw.rewards import JUDGED, JUDGED_BY  # PIL and the rule engine: no torch
 from thinkdraw.runtime import DEVICES, DTYPES
@@ -473,14 +476,27 @@ class ExportConfig:
 
 @dataclass
 class GenerateConfig:
-    """Generate images, thinking first (--think): one prompt to a picture, or a metadata file to a GenEval folder."""
+    """Generate images, thinking first (--think): one prompt to a picture, or a benchmark's prompts to a folder its
+    evaluator reads (--outdir; GenEval's from --metadata, T2I-CompBench's and DPG-Bench's shipped)."""
 
-    prompt: str | None = option(None, "the prompt (or use --metadata)", argument=True)
-    metadata: Path | None = option(None, "a GenEval metadata JSONL: generate for every line into --outdir")
-    outdir: Path | None = option(None, "with --metadata: output folder in GenEval's layout")
+    prompt: str | None = option(None, "the prompt (or use --metadata, --benchmark)", argument=True)
+    metadata: Path | None = option(
+        None,
+        "the prompts to generate for into --outdir: a GenEval metadata JSONL; t2i-compbench: a prompt file, one a "
+        "line (instead of --category); dpg: a folder of {item_id}.txt files, or one (instead of the shipped ones)",
+    )
+    outdir: Path | None = option(None, "output folder, in --benchmark's layout")
+    benchmark: str = option(
+        "geneval",
+        "the folder's layout, as `thinkdraw eval BENCHMARK` reads it: geneval (the prompts of --metadata), "
+        "t2i-compbench (of --category), dpg (the shipped prompts; each image a grid of the prompt's pictures)",
+    )
+    category: str = option("", f"--benchmark t2i-compbench: the shipped prompts of {', '.join(T2I_CATEGORIES)}")
     output: Path = option(Path("out.png"), "with a prompt: the picture to write", short="-o")
     n: int = option(4, "with a prompt: how many images", short="-n")
-    images_per_prompt: int = option(4, "with --metadata: images per prompt")
+    images_per_prompt: int = option(
+        4, "with --outdir: images per prompt (dpg: 1 to 4, one grid; score with `eval dpg --pic-num` as many)"
+    )
     think: bool = option(True, "write a plan (or a rationale) before drawing")
     reasoning: str = option(
         "plan", "what thinking writes: plan (objects with boxes, GoT-R1) or rationale (ReasonGen-R1)"
@@ -499,16 +515,37 @@ class GenerateConfig:
     threads: int = option(2, "CPU threads for torch (0: torch's default)")
 
     def __post_init__(self):
-        if (self.prompt is None) == (self.metadata is None):
+        if self.benchmark not in BENCHMARKS:
+            raise ThinkdrawError(f"unknown benchmark {self.benchmark!r}; choose one of {', '.join(BENCHMARKS)}")
+        if self.benchmark == "t2i-compbench":
+            if (self.category == "") == (self.metadata is None):
+                raise ThinkdrawError(
+                    "--benchmark t2i-compbench: give either --category C (its shipped prompts) or --metadata FILE "
+                    "(not both)"
+                )
+            if self.category:
+                check_category(self.category)
+        else:
+            reject_ignored(self, ("category",), "without --benchmark t2i-compbench")
+        if self.benchmark == "geneval" and (self.prompt is None) == (self.metadata is None):
             raise ThinkdrawError("give either a prompt or --metadata FILE (not both)")
-        if self.metadata is not None:
+        if self.benchmark != "geneval" and self.prompt is not None:
+            raise ThinkdrawError(f"--benchmark {self.benchmark} draws its prompts into --outdir: give no prompt")
+        if self.prompt is None:
+            source = "--metadata" if self.benchmark == "geneval" else f"--benchmark {self.benchmark}"
             if self.outdir is None:
-                raise ThinkdrawError("--metadata needs --outdir")
-            reject_ignored(self, ("output", "n", "plan"), "with --metadata (use --outdir, --images-per-prompt)")
+                raise ThinkdrawError(f"{source} needs --outdir")
+            reject_ignored(self, ("output", "n", "plan"), f"with {source} (use --outdir, --images-per-prompt)")
+            if self.benchmark != "geneval":
+                reject_ignored(self, ("given_plans",), f"with {source} (its prompt files hold no plans)")
         else:
             reject_ignored(self, ("outdir", "images_per_prompt", "given_plans"), "with a single prompt")
         if min(self.n, self.images_per_prompt, self.batch_size) < 1:
             raise ThinkdrawError("-n, --images-per-prompt and --batch-size must be at least 1")
+        if self.benchmark == "dpg" and self.images_per_prompt > 4:
+            raise ThinkdrawError(
+                f"--images-per-prompt {self.images_per_prompt}: a DPG-Bench image is a grid of 1 to 4 pictures"
+            )
         if self.plan is not None and not self.plan.strip():
             raise ThinkdrawError("--plan is empty")
         text = ("text_temperature", "text_top_k", "max_think_tokens")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -12,7 +11,7 @@ from thinkdraw.checkpoint import read_meta
 from thinkdraw.cli.progress import progress_bar
 from thinkdraw.configs import GenerateConfig
 from thinkdraw.errors import MetadataError
-from thinkdraw.evaluator.geneval import read_jsonl, write_prompt_folder
+from thinkdraw.evaluator.layouts import open_layout
 from thinkdraw.plan import Plan, PlanError, draw_plan, parse_plan
 from thinkdraw.viz import caption_grid
 from thinkdraw.world.plans import check_world_words
@@ -63,6 +62,10 @@ def load_policy(path: str | Path, runtime, world: bool):
 def generate(config: GenerateConfig) -> None:
     from thinkdraw.runtime import Runtime
 
+    n = config.images_per_prompt
+    layout = None  # a benchmark's prompts, read (their file names checked) before the models load
+    if config.prompt is None:
+        layout = open_layout(config.benchmark, config.outdir, config.metadata, config.category, n)
     runtime = Runtime.create(config.device, config.dtype, config.threads)
     path = resolve_model(config.model)
     world = is_world_model(path)
@@ -72,10 +75,10 @@ def generate(config: GenerateConfig) -> None:
         from thinkdraw.world.registry import SHIPPED_JUDGES
 
         judge = load_judge(str(SHIPPED_JUDGES.get(config.judge, config.judge)), device=runtime.device)
-    if config.metadata is None and judge is not None:
+    if config.prompt is not None and judge is not None:
         _verified_grid(config, load_policy(path, runtime, world), judge, COLORS if world else None)
         return
-    if config.metadata is None:
+    if config.prompt is not None:
         plans = [read_plan(config.plan, world).text()] if config.plan is not None else None
         policy = load_policy(path, runtime, world)
         candidates = policy.generate(
@@ -95,24 +98,21 @@ def generate(config: GenerateConfig) -> None:
         caption_grid([_picture(c, palette) for c in candidates], captions, columns=2, cell=256).save(config.output)
         typer.echo(f"wrote {config.output}")
         return
-    records = read_jsonl(config.metadata)
+    records = layout.records
     given = [_given_plan(config.metadata, i, r, world) for i, r in enumerate(records)] if config.given_plans else None
     policy = load_policy(path, runtime, world)
-    todo = [i for i, _ in enumerate(records) if not _done(config.outdir, i, config.images_per_prompt)]
+    todo = [i for i in range(len(records)) if not layout.done(i)]
     per_image = config.verifying.candidates if judge is not None else 1
-    per_batch = max(1, config.batch_size // (config.images_per_prompt * per_image))
+    per_batch = max(1, config.batch_size // (n * per_image))
     with progress_bar("generating", len(todo)) as advance:
         for start in range(0, len(todo), per_batch):
             chunk = todo[start : start + per_batch]
             plans = [given[i] for i in chunk] if given is not None else None
             drawn = _images_for(config, policy, judge, records, chunk, plans)
             for index, (mine, picks) in zip(chunk, drawn, strict=True):
-                folder = write_prompt_folder(config.outdir, index, records[index], [c.image for c in mine])
-                (folder / "plans.json").write_text(json.dumps([c.plan for c in mine], indent=1) + "\n")
-                if picks is not None:
-                    (folder / "verifier.json").write_text(json.dumps(picks, indent=1) + "\n")
+                layout.save(index, [c.image for c in mine], [c.plan for c in mine], picks)
             advance(len(chunk))
-    typer.echo(f"wrote {len(records)} prompts x {config.images_per_prompt} images to {config.outdir}")
+    typer.echo(f"wrote {len(records)} prompts x {n} images to {config.outdir}")
 
 
 def _given_plan(path: Path, index: int, record: dict, world: bool) -> str:
@@ -123,12 +123,6 @@ def _given_plan(path: Path, index: int, record: dict, world: bool) -> str:
         return read_plan(record["plan"], world).text()
     except PlanError as err:
         raise PlanError(f"{path}: line {index + 1}: {err}") from None
-
-
-def _done(outdir: Path, index: int, images: int) -> bool:
-    """A prompt folder already complete (so an interrupted run picks up where it stopped)."""
-    folder = outdir / f"{index:05d}"
-    return (folder / "plans.json").is_file() and len(list((folder / "samples").glob("*.png"))) == images
 
 
 def _images_for(config: GenerateConfig, policy, judge, records, chunk: list[int], plans) -> list[tuple[list, list]]:

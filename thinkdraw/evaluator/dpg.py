@@ -27,10 +27,11 @@ from typing import Protocol
 
 from PIL import Image
 
-from thinkdraw.errors import BenchmarkError, EvalFolderError, ThinkdrawError
+from thinkdraw.errors import BenchmarkError, EvalFolderError, MetadataError, ThinkdrawError
 from thinkdraw.evaluator.geneval import load_image
 
 DPG_DATA = Path(__file__).resolve().parent / "data" / "dpgbench"
+PROMPTS = DPG_DATA / "prompts"  # {item_id}.txt, one prompt each
 COLUMNS = ("item_id", "proposition_id", "dependency", "tuple", "question_natural_language")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 YES = 0.5  # P(yes) at or above it is a yes (the official answer == 'yes')
@@ -38,7 +39,27 @@ YES = 0.5  # P(yes) at or above it is a yes (the official answer == 'yes')
 
 def dpg_prompts() -> dict[str, str]:
     """DPG-Bench's 1,065 prompts by item id (prompts/{item_id}.txt), sorted by id."""
-    return {p.stem: p.read_text().strip() for p in sorted((DPG_DATA / "prompts").glob("*.txt"))}
+    return read_prompts(PROMPTS)
+
+
+def read_prompts(path: Path) -> dict[str, str]:
+    """Prompts by item id from a folder of {item_id}.txt files (as DPG-Bench's prompts/), sorted by id, or from
+    one such file; each holds one prompt on one line. MetadataError when there is none, or a file holds more."""
+    if path.is_dir():
+        files = sorted(path.glob("*.txt"))
+    elif path.is_file():
+        files = [path]
+    else:
+        raise MetadataError(f"{path}: no such file or folder")
+    if not files:
+        raise MetadataError(f"{path}: no prompts (expected {path}/{{item_id}}.txt, one prompt each)")
+    prompts = {}
+    for file in files:
+        lines = [line.strip() for line in file.read_text().splitlines() if line.strip()]
+        if len(lines) != 1:
+            raise MetadataError(f"{file}: expected one prompt on one line, found {len(lines)} lines")
+        prompts[file.stem] = lines[0]
+    return prompts
 
 
 @dataclass(frozen=True)
@@ -105,6 +126,26 @@ def apply_parents(questions: Sequence[Question], answered_yes: dict[int, bool]) 
     return scores
 
 
+def grid_boxes(r: int, pic_num: int) -> list[tuple[int, int, int, int]]:
+    """The official pictures of a grid, r x r each: at (0, 0), (r, 0), (0, r), (r, r), the first pic_num."""
+    return [(0, 0, r, r), (r, 0, 2 * r, r), (0, r, r, 2 * r), (r, r, 2 * r, 2 * r)][:pic_num]
+
+
+def grid_of(pictures: Sequence[Image.Image]) -> Image.Image:
+    """Square pictures of one size in one image, each where `crops` reads it back (one picture: itself; three:
+    the fourth place left white)."""
+    if not 1 <= len(pictures) <= 4:
+        raise BenchmarkError(f"{len(pictures)} pictures: DPG-Bench's grids hold 1 to 4")
+    r = pictures[0].width
+    if any(picture.size != (r, r) for picture in pictures):
+        raise ValueError(f"grid pictures must be squares of one size, got {[p.size for p in pictures]}")
+    boxes = grid_boxes(r, len(pictures))
+    image = Image.new("RGB", (max(b[2] for b in boxes), max(b[3] for b in boxes)), "white")
+    for picture, box in zip(pictures, boxes, strict=True):
+        image.paste(picture.convert("RGB"), box[:2])
+    return image
+
+
 def crops(image: Image.Image, pic_num: int, resolution: int | None) -> list[Image.Image]:
     """The official crop boxes: (0, 0), (r, 0), (0, r), (r, r), each r x r, the first pic_num of them. Without a
     resolution: half the image's width for a grid (pic_num > 1), the whole image for one picture."""
@@ -113,7 +154,7 @@ def crops(image: Image.Image, pic_num: int, resolution: int | None) -> list[Imag
     r = resolution or (image.width // 2 if pic_num > 1 else None)
     if r is None:
         return [image]
-    boxes = [(0, 0, r, r), (r, 0, 2 * r, r), (0, r, r, 2 * r), (r, r, 2 * r, 2 * r)][:pic_num]
+    boxes = grid_boxes(r, pic_num)
     right, bottom = max(b[2] for b in boxes), max(b[3] for b in boxes)
     if image.width < right or image.height < bottom:
         raise BenchmarkError(
@@ -148,6 +189,16 @@ def score_image(
     return ImageScore(math.fsum(picture_scores) / len(picture_scores), tuple(picture_scores), answers)
 
 
+def image_path(folder: Path, item: str) -> Path:
+    """Where an item's image lies: FOLDER/{item_id}.png."""
+    return folder / f"{item}.png"
+
+
+def item_of(path: Path) -> str:
+    """The item id an image is of, the official key: its name before the first '.'."""
+    return path.name.split(".")[0]
+
+
 def read_images(folder: Path, items: Sequence[str], partial: bool = False) -> dict[str, Path]:
     """item id -> its image (DIR/{item_id}.png, or .jpg). An image of no listed item, or (unless `partial`) an
     item without an image, is an error."""
@@ -158,7 +209,7 @@ def read_images(folder: Path, items: Sequence[str], partial: bool = False) -> di
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
-        key = path.name.split(".")[0]  # the official key: the name before its first '.'
+        key = item_of(path)
         if key in found:
             raise EvalFolderError(f"{path}: a second image for {key!r} ({found[key].name})")
         found[key] = path

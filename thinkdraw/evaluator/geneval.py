@@ -51,8 +51,13 @@ class PromptFolder:
     path: Path
 
 
+def prompt_folder(root: Path, index: int) -> Path:
+    """Record `index`'s folder: ROOT/00000 for the first."""
+    return root / f"{index:05d}"
+
+
 def write_prompt_folder(root: Path, index: int, metadata: dict, images: list[Image.Image]) -> Path:
-    folder = root / f"{index:05d}"
+    folder = prompt_folder(root, index)
     (folder / "samples").mkdir(parents=True, exist_ok=True)
     (folder / "metadata.jsonl").write_text(json.dumps(metadata) + "\n")
     for j, image in enumerate(images):

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from thinkdraw.errors import BenchmarkError, DetectorError, EvalFolderError
+from thinkdraw.errors import BenchmarkError, DetectorError, EvalFolderError, MetadataError
 from thinkdraw.evaluator.detection import Detection, Detector
 from thinkdraw.evaluator.geneval import load_image
 
@@ -91,12 +91,25 @@ def check_category(category: str, scored: bool = True) -> str:
 
 def t2icompbench_prompts(category: str) -> list[str]:
     """The category's 300 validation prompts ({category}_val.txt), stripped, in the official order."""
+    return read_prompt_file(prompt_file(category))
+
+
+def prompt_file(category: str) -> Path:
+    """The shipped file of the category's validation prompts."""
     check_category(category, scored=False)
-    return _lines(f"{category}_val.txt")
+    return T2I_DATA / f"{category}_val.txt"
 
 
-def _lines(name: str) -> list[str]:
-    return [line.strip() for line in (T2I_DATA / name).read_text().splitlines() if line.strip()]
+def read_prompt_file(path: Path) -> list[str]:
+    """A prompt file as the official generation script (GORS_finetune/inference_eval.py) reads one: a prompt a
+    line, the text before a tab; here stripped, blank lines skipped. MetadataError when there is none."""
+    if not path.is_file():
+        raise MetadataError(f"{path}: no such file")
+    prompts = [line.split("\t")[0].strip() for line in path.read_text().splitlines()]
+    prompts = [prompt for prompt in prompts if prompt]
+    if not prompts:
+        raise MetadataError(f"{path}: no prompts (expected one a line)")
+    return prompts
 
 
 @cache
@@ -422,6 +435,7 @@ def three_in_one(prompt: str, blip: float, spatial: float, clip: float) -> float
 
 # -- the folder --------------------------------------------------------------------------------------------------
 
+SAMPLES = "samples"
 _NAME = re.compile(r"^(?P<prompt>.+)_(?P<index>\d+)$")
 
 
@@ -432,11 +446,23 @@ class SampleImage:
     question_id: int  # the index after the last "_" (the official question_id)
 
 
+def sample_path(folder: Path, prompt: str, index: int) -> Path:
+    """Where image `index` (its question_id) of a prompt lies, as the official generation script names it:
+    FOLDER/samples/{prompt}_{index:06d}.png, the index running over every image of the folder."""
+    return folder / SAMPLES / f"{prompt}_{index:06d}.png"
+
+
+def sample_of(path: Path) -> SampleImage | None:
+    """The image's prompt and question_id as its name gives them; None for a name of another form."""
+    match = _NAME.match(path.stem)
+    return None if match is None else SampleImage(path, match["prompt"], int(match["index"]))
+
+
 def read_samples(folder: Path, category: str, partial: bool = False) -> list[SampleImage]:
     """The images of FOLDER/samples, by question_id. Every name must be "{prompt}_{index}.png" with a prompt of
     the category; a category prompt without an image is an error unless `partial`."""
     check_category(category)
-    samples_dir = folder / "samples"
+    samples_dir = folder / SAMPLES
     layout = f"T2I-CompBench's layout is {folder}/samples/{{prompt}}_{{index:06d}}.png"
     if not folder.is_dir():
         raise EvalFolderError(f"{folder}: no such folder")
@@ -449,12 +475,12 @@ def read_samples(folder: Path, category: str, partial: bool = False) -> list[Sam
     known = set(prompts)
     samples = []
     for path in paths:
-        match = _NAME.match(path.stem)
-        if match is None:
+        sample = sample_of(path)
+        if sample is None:
             raise EvalFolderError(f"{path}: not named {{prompt}}_{{index}}.png ({layout})")
-        if match["prompt"] not in known:
-            raise EvalFolderError(f"{path}: {match['prompt']!r} is not a T2I-CompBench {category} prompt")
-        samples.append(SampleImage(path, match["prompt"], int(match["index"])))
+        if sample.prompt not in known:
+            raise EvalFolderError(f"{path}: {sample.prompt!r} is not a T2I-CompBench {category} prompt")
+        samples.append(sample)
     missing = [p for p in prompts if p not in {s.prompt for s in samples}]
     if missing and not partial:
         raise EvalFolderError(
