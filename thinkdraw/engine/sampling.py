@@ -121,12 +121,12 @@ def sample_tokens(
     if temperature == 0:
         tokens = logps.argmax(-1)
     else:
-        probs = logps.double().exp()
-        cdf = probs.cumsum(-1)
-        tokens = torch.searchsorted(cdf, cdf[:, -1:] * u.to(cdf.device)[:, None], right=True)[:, 0]
-        V = probs.shape[-1]
-        last_with_mass = V - 1 - (probs.flip(-1) > 0).to(torch.uint8).argmax(-1)
-        tokens = torch.where(tokens == V, last_with_mass, tokens)  # u * total rounded up to total
+        cdf = logps.double().exp().cumsum(-1)
+        total = cdf[:, -1:]
+        # kept below the total, so the first cdf entry above it is a token with mass even where u * total rounds
+        # up to the total (the last token with mass, then)
+        target = torch.minimum(total * u[:, None], torch.nextafter(total, torch.zeros_like(total)))
+        tokens = torch.searchsorted(cdf, target, right=True)[:, 0]
     return tokens, logps.gather(-1, tokens[:, None])[:, 0]
 
 
