@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from transformers import DynamicCache, JanusForConditionalGeneration
+from transformers import JanusForConditionalGeneration, StaticCache
 
 from thinkdraw.engine.settings import SamplingSettings
 
@@ -225,14 +225,15 @@ def _text_logprobs(logits: Tensor, targets: list[int], settings: SamplingSetting
 class _Stream:
     """Rows being extended column by column. With a cache only the new columns go through the model; without,
     every feed recomputes the whole sequence from the stored input embeddings (the reference the cache is
-    tested against). Always passes the 2-D mask: with mask and cache both None, transformers would read
-    left-pad positions as packed-sequence boundaries."""
+    tested against). The cache is allocated once for `capacity` columns and written in place (transformers'
+    static cache), so a step copies nothing that grows with the sequence. Always passes the 2-D mask: with mask
+    and cache both None, transformers would read left-pad positions as packed-sequence boundaries."""
 
-    def __init__(self, model: JanusForConditionalGeneration, rows: int, use_cache: bool):
+    def __init__(self, model: JanusForConditionalGeneration, rows: int, use_cache: bool, capacity: int):
         self.lm = model.model.language_model
         weight = self.lm.get_input_embeddings().weight
         self.mask = torch.zeros(rows, 0, dtype=torch.long, device=weight.device)
-        self.cache = DynamicCache(config=self.lm.config) if use_cache else None
+        self.cache = StaticCache(config=self.lm.config, max_cache_len=capacity) if use_cache else None
         self.embeds = None if use_cache else weight.new_zeros(rows, 0, weight.shape[1])
 
     def feed(self, embeds: Tensor, mask: Tensor) -> Tensor:
@@ -257,20 +258,22 @@ class _Stream:
         """Keep only these rows (a 1-D index), in this order: the KV cache shrinks with them."""
         self.mask = self.mask[rows]
         if self.cache is not None:
-            kv = [(layer.keys[rows], layer.values[rows]) for layer in self.cache.layers]  # [R', h, S, d]
-            self.cache = DynamicCache(ddp_cache_data=kv, config=self.lm.config)
+            for layer in self.cache.layers:  # [R, h, capacity, d] -> [R', h, capacity, d]
+                layer.keys, layer.values, layer.batch_size = layer.keys[rows], layer.values[rows], len(rows)
         else:
             self.embeds = self.embeds[rows]
 
     def stack(self, other: _Stream) -> _Stream:
-        """Rows of self above rows of other (equal lengths): the [cond; uncond] batch of CFG."""
+        """Rows of self above rows of other (equal lengths, one capacity): the [cond; uncond] batch of CFG.
+        Takes over self's cache."""
         both = _Stream.__new__(_Stream)
         both.lm, both.mask = self.lm, torch.cat([self.mask, other.mask])
         both.cache = both.embeds = None
         if self.cache is not None:
-            layers = zip(self.cache.layers, other.cache.layers, strict=True)
-            kv = [(torch.cat([a.keys, b.keys]), torch.cat([a.values, b.values])) for a, b in layers]  # [2B, h, S, d]
-            both.cache = DynamicCache(ddp_cache_data=kv, config=self.lm.config)
+            for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):  # [2B, h, capacity, d]
+                mine.keys, mine.values = torch.cat([mine.keys, theirs.keys]), torch.cat([mine.values, theirs.values])
+                mine.batch_size = mine.keys.shape[0]
+            both.cache, self.cache = self.cache, None
         else:
             both.embeds = torch.cat([self.embeds, other.embeds])
         return both
@@ -357,12 +360,13 @@ def generate(
     embed = model.model.language_model.get_input_embeddings()
 
     if think and plan_ids is None and settings.max_think_tokens > 0:
-        cond = _Stream(model, B, use_cache)
+        capacity = max(map(len, prompt_ids)) + settings.max_think_tokens + num_image_tokens  # + boi - the last
+        cond = _Stream(model, B, use_cache, capacity)
         plans = _sample_plans(model, cond, prompt_ids, special, settings, generators)
         ids, mask, fed, think_ids = plans.ids, plans.mask, plans.fed, plans.think_ids
         stream = cond
         if guided:
-            uncond = _Stream(model, B, use_cache)
+            uncond = _Stream(model, B, use_cache, capacity)
             uncond.feed(embed(_uncond_ids(ids[:, :fed], mask[:, :fed], special)), mask[:, :fed])
             stream = cond.stack(uncond)
     else:  # the plan is given (or there is none): the whole text goes in with boi
@@ -370,7 +374,8 @@ def generate(
         ids, mask = _left_pad(
             [p + t for p, t in zip(prompt_ids, think_ids, strict=True)], special.pad, embed.weight.device
         )
-        fed, plans, stream = 0, None, _Stream(model, R, use_cache)
+        capacity = ids.shape[1] + num_image_tokens  # + boi - the last image token, which is never fed
+        fed, plans, stream = 0, None, _Stream(model, R, use_cache, capacity)
 
     # boi, together with the text columns not fed yet, for all R rows
     ids = torch.cat([ids[:, fed:], torch.full_like(ids[:, :1], special.boi)], 1)  # [B, T']
