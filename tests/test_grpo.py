@@ -134,6 +134,19 @@ def test_cli_runs_the_world_entry_and_stops_in_one_line(init, tmp_path, no_progr
     assert not (tmp_path / "run" / "checkpoint").exists()
 
 
+def test_a_run_that_loses_its_signal_saves_the_updates_taken(init, tmp_path):
+    calls = []
+
+    def fading(samples) -> list[Score]:  # signal for the first batch, then every group equal
+        calls.append(len(samples))
+        return words(samples) if len(calls) == 1 else [Score(0.5, "flat") for _ in samples]
+
+    config = config_for(init, tmp_path / "run", steps=6, updates_per_batch=2, save_every=100, max_skipped=1)
+    with pytest.raises(ThinkdrawError, match=r"without signal.*\(the 2 updates taken are saved\)"):
+        grpo.train_grpo(config, RECORDS, fading, echo=quiet)
+    assert read_meta(tmp_path / "run" / "checkpoint")["step"] == 2
+
+
 # -- the ratio starts at 1 --------------------------------------------------------------------------------------
 
 

@@ -73,6 +73,11 @@ def run_meta(kind: str, step: int, config) -> dict:
     return {"kind": kind, "step": step, "run_config": json.loads(json.dumps(asdict(config), default=str))}
 
 
+class StopSaved(ThinkdrawError):
+    """A run that cannot go on though its weights are sound (no batch with any signal, say): run_steps saves the
+    updates taken before the error stands, unlike a non-finite stop, which keeps the last checkpoint."""
+
+
 class RunLog:
     """Metrics to OUT/log.jsonl (appended, so a resumed run continues it) and to the console; under several
     processes, by the main one only."""
@@ -115,7 +120,8 @@ def run_steps(start: int, config, optimizer, accelerator, params, loss_fn, save,
     Several processes (accelerate launch): process r takes micro-batches r, r + P, ... (config.accumulation must
     be a multiple of P), their gradients and metrics are summed across processes before the clip, and the main
     process alone saves and logs. It stops at the run's time budget (the main process's clock decides); Ctrl-C
-    saves the updates taken so far and re-raises, so a resumed run neither repeats nor skips one."""
+    saves the updates taken so far and re-raises, so a resumed run neither repeats nor skips one; so does a
+    StopSaved error."""
     import torch
 
     P, rank = accelerator.num_processes, accelerator.process_index
@@ -163,5 +169,10 @@ def run_steps(start: int, config, optimizer, accelerator, params, loss_fn, save,
         if accelerator.is_main_process:
             save(done)
         raise
+    except StopSaved as stop:
+        if done == start:
+            raise
+        saved(done)
+        raise StopSaved(f"{stop} (the {done} updates taken are saved)") from None
     saved(done)
     log.close()

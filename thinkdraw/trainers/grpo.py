@@ -31,7 +31,8 @@ Policy.load reads); the adapters themselves go in trainer.safetensors, so --resu
 untouched by training) + the same adapters exactly.
 
 Non-finite rewards, losses or weights stop the run with a RunError naming what and where; the last checkpoint
-written stays as it was (nothing is saved on that path).
+written stays as it was (nothing is saved on that path). `max_skipped` + 1 batches in a row without signal stop
+it too, but their weights are sound: the updates taken are saved first (StopSaved).
 
 The model stays in eval mode throughout: dropout would make the ratio compare two different distributions.
 """
@@ -50,7 +51,7 @@ from thinkdraw.configs import TrainGRPOConfig
 from thinkdraw.policy.model import Policy
 from thinkdraw.rewards import Reward
 from thinkdraw.runtime import Runtime
-from thinkdraw.trainers.common import RunLog, accelerated, run_meta, run_steps
+from thinkdraw.trainers.common import RunLog, StopSaved, accelerated, run_meta, run_steps
 from thinkdraw.trainers.losses import adapt_entropy_coefficient, group_advantages, grpo_loss
 from thinkdraw.trainers.rollouts import (
     HeldOut,
@@ -253,7 +254,7 @@ def train_grpo(
                 state.batch, state.first_step = batch, step
                 return batch
             log.write({"step": step, "batch": index, "skipped": 1, **batch.stats})
-        raise RunError(
+        raise StopSaved(
             f"step {step}: {config.max_skipped + 1} batches in a row without signal (every group's rewards equal): "
             "the reward is too hard or too easy for this policy; try a larger --group-size or --temperature"
         )
