@@ -42,7 +42,11 @@
 #   grpo (assets/grpo, `--model grpo`): the grpo stage's command with out /work/grpo/geneval (all 180 updates in
 #                34.1 min), exported as `export RUNS grpo-geneval 2` does; resumed to 240 updates (`--steps 240
 #                --max-minutes 11 --resume`, 45 min in all) it scored no better on the test split, so 180 ships.
-#   dpo: `recipes/world.sh dpo /work/rl` (2 rounds, 12.3 min); `grpo /work/rl binary 20` (not shipped).
+#   dpo: `recipes/world.sh dpo /work/rl` (2 rounds, 12.3 min), not shipped.
+#   grpo on the world judge (not shipped): `recipes/world.sh grpo /work/rl binary 40` (stopped at 38.0 min by 21
+#                batches in a row without signal; 112 updates, its update-100 checkpoint evaluated) and
+#                `recipes/world.sh grpo /work/rl got 40` (all 180 updates in 37.1 min).
+#   recipes/gpu.sh holds an SFT chunk for a lent GPU; none could be had yet, so it has not run.
 # A chunk's weights are committed when it ends (thinkdraw/assets/sft), so an interrupted session loses at most
 # one chunk; rerunning the same commands reproduces the shipped model.
 # One run at a time on both cores: two side by side on one thread each took about 5 s a step each. Policies
