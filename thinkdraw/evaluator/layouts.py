@@ -17,6 +17,7 @@ A prompt is done when its images are there and its plans written: a rerun skips 
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Protocol
 
@@ -71,7 +72,7 @@ class GenevalLayout:
             (folder / "verifier.json").write_text(json.dumps(picks, indent=1) + "\n")
 
 
-class FlatLayout:
+class FlatLayout(ABC):
     """A layout without a folder per prompt: a prompt's images in `files(index)`, its plans a line of
     DIR/plans.jsonl. Subclasses say where the files are and what is written in them."""
 
@@ -79,8 +80,9 @@ class FlatLayout:
         self.outdir, self.records, self.images_per_prompt = outdir, records, images_per_prompt
         self.logged = _read_plans(outdir / PLANS)  # image files -> the plans of their last line
 
+    @abstractmethod
     def files(self, index: int) -> list[Path]:
-        raise NotImplementedError
+        """Where prompt `index`'s images go, in the order they are written."""
 
     def written(self, images: list[Image.Image]) -> list[Image.Image]:
         """The images as their files hold them (one each, unless a subclass says otherwise)."""
