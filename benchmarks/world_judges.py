@@ -6,7 +6,7 @@ judge's rollouts did not come from: `thinkdraw world rollouts --split val`). Per
   always answering the majority label (the bar a judge must clear);
 - score: exact, and within 1 point;
 - ground: the grounded box at IoU >= 0.5 with the detector's (or both say none);
-- feedback: the sentence exactly right;
+- feedback: the sentence exactly right; describe: the list of objects and boxes exactly right;
 and judgments per second (the judge's batches of 32, on this machine's threads).
 
     python benchmarks/world_judges.py thinkdraw/assets/judge --rollouts /work/rollouts/val --out judges.json
@@ -42,6 +42,8 @@ def grade(question: str, label: str, answer) -> bool:
     if question == "ground":
         want = parse_box(label)
         return (answer is None and want is None) or (None not in (answer, want) and iou(answer, want) >= 0.5)
+    if question == "describe":
+        return answer == label
     return answer == parse_feedback(label)
 
 
@@ -59,6 +61,8 @@ def ask_all(judge: ChatJudge, ask: str, examples: list) -> list:
             return judge.score(queries)
         if ask == "ground":
             return judge.ground(queries, [e.phrase for e in part])
+        if ask == "describe":
+            return judge.describe(queries)
         return judge.feedback(queries)
 
     try:
@@ -72,6 +76,35 @@ def ask_all(judge: ChatJudge, ask: str, examples: list) -> list:
         except JudgeError:
             found.append(UNREADABLE)
     return found
+
+
+def evaluate(judge, examples: list, batch: int = 32, echo=print) -> dict:
+    """Per question: accuracy against the labels (and the majority bar, for yes/no), judgments per second."""
+    by_ask = defaultdict(list)
+    for e in examples:
+        by_ask[e.ask].append(e)
+    report = {}
+    for ask, rows in sorted(by_ask.items()):
+        began = time.perf_counter()
+        answers = [a for start in range(0, len(rows), batch) for a in ask_all(judge, ask, rows[start : start + batch])]
+        seconds = time.perf_counter() - began
+        unreadable = [a is UNREADABLE for a in answers]
+        graded = [not bad and grade(ask, e.answer, a) for e, a, bad in zip(rows, answers, unreadable, strict=True)]
+        entry = {
+            "examples": len(rows),
+            "accuracy": sum(graded) / len(rows),
+            "unreadable": sum(unreadable) / len(rows),
+            "judgments_per_second": len(rows) / seconds,
+        }
+        if ask in YES_NO:
+            yes = sum(e.answer == "yes" for e in rows) / len(rows)
+            entry |= {"labelled_yes": yes, "majority_accuracy": max(yes, 1 - yes)}
+        if ask == "score":
+            close = [a is not UNREADABLE and abs(a - float(e.answer)) <= 1 for e, a in zip(rows, answers, strict=True)]
+            entry["within_1"] = sum(close) / len(rows)
+        report[ask] = entry
+        echo(f"{ask:10s} " + " ".join(f"{k}={v:.3f}" for k, v in entry.items() if isinstance(v, float)))
+    return report
 
 
 def main() -> None:
@@ -89,35 +122,8 @@ def main() -> None:
     drawn = read_rollouts(Path(args.rollouts))
     drawn = drawn[: args.images] if args.images else drawn
     examples = judge_examples(policy, drawn, random.Random(0))
-    judge = load_judge(args.judge)
-    by_ask = defaultdict(list)
-    for e in examples:
-        by_ask[e.ask].append(e)
-    report = {"judge": args.judge, "rollouts": args.rollouts, "images": len(drawn), "questions": {}}
-    for ask, rows in sorted(by_ask.items()):
-        began = time.perf_counter()
-        answers = [
-            a
-            for start in range(0, len(rows), args.batch)
-            for a in ask_all(judge, ask, rows[start : start + args.batch])
-        ]
-        seconds = time.perf_counter() - began
-        unreadable = [a is UNREADABLE for a in answers]
-        graded = [not bad and grade(ask, e.answer, a) for e, a, bad in zip(rows, answers, unreadable, strict=True)]
-        entry = {
-            "examples": len(rows),
-            "accuracy": sum(graded) / len(rows),
-            "unreadable": sum(unreadable) / len(rows),
-            "judgments_per_second": len(rows) / seconds,
-        }
-        if ask in YES_NO:
-            yes = sum(e.answer == "yes" for e in rows) / len(rows)
-            entry |= {"labelled_yes": yes, "majority_accuracy": max(yes, 1 - yes)}
-        if ask == "score":
-            close = [a is not UNREADABLE and abs(a - float(e.answer)) <= 1 for e, a in zip(rows, answers, strict=True)]
-            entry["within_1"] = sum(close) / len(rows)
-        report["questions"][ask] = entry
-        print(f"{ask:10s} " + " ".join(f"{k}={v:.3f}" for k, v in entry.items() if isinstance(v, float)))
+    report = {"judge": args.judge, "rollouts": args.rollouts, "images": len(drawn)}
+    report["questions"] = evaluate(load_judge(args.judge), examples, args.batch)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out}")
 

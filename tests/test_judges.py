@@ -18,8 +18,8 @@ from thinkdraw.judges.base import (
     parse_score,
     yes_probability,
 )
-from thinkdraw.judges.chat import ChatJudge, Completion, answer_logprob
-from thinkdraw.judges.prompts import feedback_text, ground_text, question_text, score_text
+from thinkdraw.judges.chat import DESCRIBE_TOKENS, ChatJudge, Completion, answer_logprob
+from thinkdraw.judges.prompts import describe_text, feedback_text, ground_text, question_text, score_text
 
 IMAGE = Image.new("RGB", (32, 32), (200, 10, 10))
 
@@ -70,7 +70,7 @@ def test_chat_judge_yes_reads_the_first_tokens_logprobs():
         judge.yes(queries[:1])
 
 
-def test_chat_judge_score_ground_feedback():
+def test_chat_judge_score_ground_feedback_describe():
     backend = Scripted(
         [
             Completion("7"),
@@ -78,6 +78,7 @@ def test_chat_judge_score_ground_feedback():
             Completion("none"),
             Completion("Nothing."),
             Completion("the square is red, not blue."),
+            Completion("red square (0,0),(375,375)"),
         ]
     )
     judge = ChatJudge(backend)
@@ -86,6 +87,9 @@ def test_chat_judge_score_ground_feedback():
     assert judge.ground([q, q], ["blue square", "red star"]) == [(10, 20, 300, 400), None]
     assert judge.feedback([q, q]) == ["", "the square is red, not blue."]
     assert backend.turns[1].text == ground_text(q, "blue square")
+    assert judge.describe([q]) == ["red square (0,0),(375,375)"]
+    assert backend.turns[-1].text == describe_text(q) and backend.turns[-1].image is IMAGE
+    assert backend.max_tokens[-1] == DESCRIBE_TOKENS
     with pytest.raises(JudgeError, match="2 phrases for 1 queries"):
         judge.ground([q], ["a", "b"])
 

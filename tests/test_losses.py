@@ -1,4 +1,4 @@
-"""The DPO and GRPO losses and ReasonGen-R1's adaptive entropy, against values worked out by hand."""
+"""The judge's answer loss, DPO, GRPO and ReasonGen-R1's adaptive entropy, against values worked out by hand."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 
 from thinkdraw.trainers.losses import (
     adapt_entropy_coefficient,
+    answer_cross_entropy,
     dpo_loss,
     entropy,
     group_advantages,
@@ -100,3 +101,21 @@ def test_entropy_of_distributions_with_ruled_out_tokens_is_finite_and_differenti
     assert h.item() == pytest.approx(math.log(2))
     h.backward()
     assert torch.isfinite(logits.grad).all()
+
+
+def test_answer_cross_entropy_weighs_each_row_the_same_whatever_its_length():
+    # vocabulary of 2; the logits at position t predict the label at t + 1
+    logits = torch.zeros(2, 4, 2)
+    logits[0, 2] = torch.tensor([math.log(3.0), 0.0])  # P(token 0) = 3/4 at row 0's one scored position
+    labels = torch.full((2, 4), -100)
+    labels[0, 3] = 0  # row 0: one answer token, CE -log(3/4)
+    labels[1, 1:] = 1  # row 1: three answer tokens under uniform logits, CE log 2 each
+    out = answer_cross_entropy(logits, labels)
+    by_hand = (-math.log(0.75) + math.log(2.0)) / 2  # the mean of the rows' means
+    assert out.loss.item() == pytest.approx(by_hand, abs=1e-6)
+    assert out.metrics["answer_ce"] == pytest.approx(by_hand, abs=1e-6)
+    token_mean = (-math.log(0.75) + 3 * math.log(2.0)) / 4  # what transformers' loss would give
+    assert abs(out.loss.item() - token_mean) > 0.05
+    # as two micro-batches of one row each, with the step's row count, the shares add up to the whole
+    halves = [answer_cross_entropy(logits[i : i + 1], labels[i : i + 1], rows=2).loss.item() for i in (0, 1)]
+    assert sum(halves) == pytest.approx(by_hand, abs=1e-6)

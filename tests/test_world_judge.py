@@ -18,6 +18,7 @@ from thinkdraw.world.data import with_error
 from thinkdraw.world.judge_data import (
     Drawn,
     clauses_met,
+    described,
     draw_rollouts,
     feedback_sentence,
     grounded_box,
@@ -126,6 +127,13 @@ def test_judge_examples_label_right_and_spoilt_scenes(policy):
     assert by["score"] == ["10", "0"]
     assert by["semantic"] == ["yes", "no"]  # the plans are the scenes' own
     assert "spatial" not in by  # no relation to check
+    # what is seen: every object of each scene, top to bottom, in the plan format
+    for answer, objects in zip(by["describe"], [right, wrong], strict=True):
+        ordered = sorted(objects, key=lambda o: (o.box[1], o.box[0]))
+        assert answer == plan_of_scene(ordered).text()
+    assert described([]) == "none"
+    without = judge_examples(Painter(), drawn, random.Random(0), describe=False)
+    assert [e for e in examples if e.ask != "describe"] == without  # the rest is unchanged
     for answer, objects in zip(by["ground"], [right, wrong], strict=True):
         assert parse_box(answer) in {to_grid(o.box, 64) for o in objects}
     assert {e.turn.image is None for e in examples if e.ask == "semantic"} == {True}

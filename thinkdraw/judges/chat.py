@@ -10,6 +10,7 @@ answer read, in this one place:
     score    -> a few tokens; the number in the answer (parse_score)
     ground   -> a box "(x0,y0),(x1,y1)" or "none" (parse_box)
     feedback -> one sentence, "nothing" when the image is right (parse_feedback)
+    describe -> every object seen with its box, in the plan format (the world judges learn to see by it)
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ from thinkdraw.judges.base import (
     parse_score,
     yes_probability,
 )
-from thinkdraw.judges.prompts import feedback_text, ground_text, question_text, score_text
+from thinkdraw.judges.prompts import describe_text, feedback_text, ground_text, question_text, score_text
 
 TOP_LOGPROBS = 20  # candidates asked for at the first answer token (OpenAI's maximum)
 SCORE_TOKENS = 4
 GROUND_TOKENS = 24
 FEEDBACK_TOKENS = 48
+DESCRIBE_TOKENS = 256
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ def answer_logprob(first_logprobs: dict[str, float], word: str) -> float:
     return top + math.log(sum(math.exp(lp - top) for lp in found))
 
 
-ASKS = (*QUESTIONS, "score", "ground", "feedback")  # what a turn can ask: a yes/no question or another kind
+ASKS = (*QUESTIONS, "score", "ground", "feedback", "describe")  # what a turn can ask: a yes/no question or another kind
 
 
 def turn_for(query: Query, ask: str, phrase: str | None = None) -> Turn:
@@ -81,6 +83,8 @@ def turn_for(query: Query, ask: str, phrase: str | None = None) -> Turn:
         return Turn(ground_text(query, phrase or ""), query.image)
     if ask == "feedback":
         return Turn(feedback_text(query), query.image)
+    if ask == "describe":
+        return Turn(describe_text(query), query.image)
     return Turn(question_text(query, ask), query.image)
 
 
@@ -114,6 +118,10 @@ class ChatJudge:
     def feedback(self, queries: Sequence[Query]) -> list[str]:
         answers = self._ask([turn_for(q, "feedback") for q in queries], FEEDBACK_TOKENS)
         return [parse_feedback(a.text) for a in answers]
+
+    def describe(self, queries: Sequence[Query]) -> list[str]:
+        """What the judge sees in each image: its objects and boxes as plan text ("none" for an empty one)."""
+        return [a.text for a in self._ask([turn_for(q, "describe") for q in queries], DESCRIBE_TOKENS)]
 
 
 def _yes(answer: Completion) -> float:

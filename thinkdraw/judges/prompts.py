@@ -2,7 +2,8 @@
 
 Each function returns the user turn's text; the image (when there is one) goes before it in the chat. Answers
 are short so the first answer token decides: "yes"/"no", a number 0-10, a box "(x0,y0),(x1,y1)" on the plan
-grid (or "none"), or one sentence of feedback ("nothing" when the image is right).
+grid (or "none"), or one sentence of feedback ("nothing" when the image is right). One more, `describe` (every
+object seen, with its box, in the plan format), is what a judge is trained to answer so that it learns to see.
 """
 
 from __future__ import annotations
@@ -71,3 +72,10 @@ def ground_text(query: Query, phrase: str) -> str:
 
 def feedback_text(query: Query) -> str:
     return f"{_request(query)} What is wrong with the picture? Answer in one sentence, or nothing if it is right."
+
+
+def describe_text(query: Query) -> str:
+    return (
+        "List every object in the picture, top to bottom, as colour, shape and box (x0,y0),(x1,y1) on a 0 to 1000 "
+        "grid, separated by semicolons, or none if there is none."
+    )

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import torch
 
-from thinkdraw.judges.base import QUESTIONS, JudgeError, Query
-from thinkdraw.judges.chat import TOP_LOGPROBS, Completion, Turn
-from thinkdraw.judges.prompts import feedback_text, ground_text, question_text, score_text
+from thinkdraw.judges.base import JudgeError, Query
+from thinkdraw.judges.chat import ASKS, TOP_LOGPROBS, Completion, Turn, turn_for
 
 IGNORE = -100  # the label of tokens that are not scored (the prompt, the padding)
 
@@ -258,7 +257,7 @@ def _first_line(error: BaseException) -> str:
 # it; other whitespace alone; digits one by one (so any number is spelled). Decoding joins the pieces back.
 _PIECES = r" ?\w+| ?[^\w\s]|\s"
 LLAVA_SPECIALS = ("<pad>", "<unk>", "<s>", "</s>", "<image>")
-ANSWER_WORDS = ("yes", "no", "none", "nothing", "(", ")", ",", ".", *"0123456789")
+ANSWER_WORDS = ("yes", "no", "none", "nothing", "(", ")", ",", ".", ";", *"0123456789")
 LLAVA_TEMPLATE = (
     "{{ bos_token }}"
     "{% for message in messages %}"
@@ -276,11 +275,7 @@ LLAVA_TEMPLATE = (
 def prompt_words() -> list[str]:
     """Every word and punctuation mark of our question texts (thinkdraw.judges.prompts), without the request."""
     query = Query(prompt="", plan="", progress=0.5)
-    texts = [question_text(query, q) for q in QUESTIONS] + [
-        score_text(query),
-        ground_text(query, ""),
-        feedback_text(query),
-    ]
+    texts = [turn_for(query, ask, "").text for ask in ASKS]
     return sorted({piece for text in texts for piece in re.findall(r"\w+|[^\w\s]", text)})
 
 

@@ -3,7 +3,7 @@ tokens' cross-entropy, as the judge will be asked (the same chat template, the s
 
 lr -> forward -> backward -> clip -> step -> log -> save: the trainers' shared loop (`run_steps`). Each step
 draws its batch from a generator seeded by (seed, step), so a resumed run sees the batches it would have.
-A micro-batch's loss is its rows' mean answer CE times its share of the batch's rows.
+Every example weighs the same, whatever its answer's length (losses.answer_cross_entropy).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from thinkdraw.judges.chat import Turn
 from thinkdraw.judges.vlm import VLMChat
 from thinkdraw.runtime import Runtime
 from thinkdraw.trainers.common import RunLog, accelerated, run_meta, run_steps
-from thinkdraw.trainers.losses import micro_batches
+from thinkdraw.trainers.losses import answer_cross_entropy, micro_batches
 
 
 def train_judge(
@@ -50,8 +50,9 @@ def train_judge(
         rng = random.Random(f"{config.seed}:{step}")
         rows = [examples[rng.randrange(len(examples))] for _ in range(config.batch_size)][slices[micro]]
         batch = chat.training_batch([turn for turn, _ in rows], [answer for _, answer in rows])
-        loss = model(**batch).loss * (len(rows) / config.batch_size)
-        return loss, {"answer_ce": loss.item()}
+        labels = batch.pop("labels")
+        out = answer_cross_entropy(model(**batch).logits, labels, rows=config.batch_size)
+        return out.loss, out.metrics
 
     run_steps(first, config, optimizer, accelerator, params, loss_fn, save, log, log_every=50)
     chat.model.eval()

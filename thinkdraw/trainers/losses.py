@@ -62,6 +62,21 @@ def weighted_cross_entropy(
     return LossOutput(loss, metrics)
 
 
+def answer_cross_entropy(logits: Tensor, labels: Tensor, rows: int | None = None, ignore: int = -100) -> LossOutput:
+    """A chat judge's loss on its answers: each row's mean cross-entropy over its scored tokens, then the mean over
+    rows, so an example counts the same whether its answer is "yes" or a list of boxes. transformers' own loss
+    (the mean over every scored token of the batch) lets a long answer outweigh a dozen yes/no answers, which are
+    what the judge is used for. logits [B, T, V] at input positions; labels [B, T], `ignore` where not scored,
+    predicted one position later (a causal LM's shift). rows: the whole step's row count, when this is one of
+    its micro-batches (the shares add up). Metrics: answer_ce (nats per token, row-averaged)."""
+    logits, labels = logits[:, :-1].float(), labels[:, 1:]  # [B, T-1, V], [B, T-1]
+    scored = labels != ignore
+    ce = F.cross_entropy(logits.transpose(1, 2), labels.masked_fill(~scored, 0), reduction="none")  # [B, T-1]
+    per_row = (ce * scored).sum(1) / scored.sum(1).clamp(min=1)  # [B]
+    loss = per_row.sum() / (rows or len(per_row))
+    return LossOutput(loss, {"answer_ce": loss.item()})
+
+
 def micro_batches(size: int, accumulation: int) -> list[slice]:
     """The row slices of `accumulation` equal micro-batches of a batch of `size` rows."""
     if accumulation < 1 or size % accumulation:

@@ -18,6 +18,10 @@ Per image, with its record's GenEval rules:
     feedback          what is wrong, in one sentence built from the first failure; "nothing" when right
     semantic          (text only) yes when the plan names what the prompt asks (check_plan's semantic part)
     spatial           the plan's boxes on a canvas: yes when they stand as the prompt says
+    describe          every detected object, top to bottom, as a plan ("red circle (x0,y0),(x1,y1); ..."), or
+                      none: no judge is asked this in use, but an image's yes/no label is one bit, and a judge
+                      trained only on those learns to see slowly; its description supervises every object's
+                      shape, colour and place (off with describe=False)
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from thinkdraw.evaluator.plans import check_plan
 from thinkdraw.evaluator.rules import Verdict, judge
 from thinkdraw.judges.base import Query, format_box
 from thinkdraw.judges.chat import Turn, turn_for
-from thinkdraw.plan import PlanError, draw_plan, parse_plan, to_grid
+from thinkdraw.plan import Plan, PlanError, PlanObject, draw_plan, parse_plan, to_grid
 from thinkdraw.policy.vq import encode_images
 from thinkdraw.verifiers.verify import check_steps
 from thinkdraw.world.data import ERRORS, feedback_sentence, with_error
@@ -167,7 +171,21 @@ def grounded_box(phrase: str, planned: tuple, detections) -> tuple | None:
     return min(grid, key=lambda b: ((b[0] + b[2]) / 2 - centre[0]) ** 2 + ((b[1] + b[3]) / 2 - centre[1]) ** 2)
 
 
-def judge_examples(policy, drawn: Sequence[Drawn], rng: random.Random, batch: int = 64) -> list[JudgeExample]:
+def described(detections) -> str:
+    """The detected objects as a plan, top to bottom then left to right, or "none"."""
+    if not detections:
+        return "none"
+    objects = [
+        PlanObject(f"{d.color} {d.label}" if d.color else d.label, to_grid(tuple(round(v) for v in d.box), CANVAS))
+        for d in detections
+    ]
+    objects.sort(key=lambda o: (o.box[1], o.box[0]))
+    return Plan(tuple(objects)).text()
+
+
+def judge_examples(
+    policy, drawn: Sequence[Drawn], rng: random.Random, batch: int = 64, describe: bool = True
+) -> list[JudgeExample]:
     """Every question about every image, labelled by the exact detector (see the module docstring)."""
     detector = WorldDetector()
     N = policy.num_image_tokens
@@ -180,11 +198,13 @@ def judge_examples(policy, drawn: Sequence[Drawn], rng: random.Random, batch: in
         ks = [rng.choice(steps) for _ in part]
         partials = [policy.decode_partial(tokens[i : i + 1], k)[0] for i, k in enumerate(ks)]
         for d, image, partial, k in zip(part, finals, partials, ks, strict=True):
-            examples += _examples_of(d, image, partial, k / N, detector, rng)
+            examples += _examples_of(d, image, partial, k / N, detector, rng, describe)
     return examples
 
 
-def _examples_of(d: Drawn, image, partial, progress: float, detector, rng: random.Random) -> list[JudgeExample]:
+def _examples_of(
+    d: Drawn, image, partial, progress: float, detector, rng: random.Random, describe: bool
+) -> list[JudgeExample]:
     record = d.record
     detections = detector.detect(image)
     verdict = judge(record, detections)
@@ -201,6 +221,8 @@ def _examples_of(d: Drawn, image, partial, progress: float, detector, rng: rando
         JudgeExample(final, "score", str(round(10 * clauses_met(record, verdict)))),
         JudgeExample(final, "feedback", feedback_sentence(record, verdict)),
     ]
+    if describe:
+        out.append(JudgeExample(final, "describe", described(detections)))
     try:
         plan = parse_plan(d.plan) if d.plan else None
     except PlanError:
@@ -225,10 +247,41 @@ def judge_words(examples: Sequence[JudgeExample]) -> list[str]:
     return sorted(texts | set(world))
 
 
+def labelled_examples(config, policy, echo=print) -> list[JudgeExample]:
+    """What `thinkdraw train judge` learns from: every question about the rollouts' images and the rendered
+    scenes (config.scenes of them), labelled; the same config gives the same examples."""
+    rng = random.Random(config.seed)
+    drawn = [d for folder in config.rollouts for d in read_rollouts(folder)]
+    if config.scenes:
+        records = load_split("train")
+        drawn += rendered_scenes(policy, [rng.choice(records) for _ in range(config.scenes)], rng)
+    echo(f"labelling {len(drawn)} images")
+    examples = judge_examples(policy, drawn, rng, describe=config.describe)
+    counts = {}
+    for e in examples:
+        counts[e.ask] = counts.get(e.ask, 0) + 1
+    echo("examples: " + ", ".join(f"{q} {n}" for q, n in sorted(counts.items())))
+    return examples
+
+
+def new_world_judge(config, examples: Sequence[JudgeExample]):
+    """An untrained tiny LLaVA judge of the config's shape, its tokenizer holding the examples' words."""
+    from thinkdraw.judges.vlm import new_llava_judge
+
+    return new_llava_judge(
+        judge_words(examples),
+        patch=config.patch,
+        hidden=config.hidden,
+        layers=config.layers,
+        seed=config.seed,
+        vision_hidden=config.vision_hidden,
+        vision_layers=config.vision_layers,
+    )
+
+
 def train_world_judge(config, echo=print):
     """`thinkdraw train judge`: a new tiny LLaVA judge (or the one in OUT, resumed) on the rollouts' and
     rendered scenes' examples."""
-    from thinkdraw.judges.vlm import new_llava_judge
     from thinkdraw.policy.model import Policy
     from thinkdraw.runtime import Runtime
     from thinkdraw.trainers.judge import train_judge
@@ -236,26 +289,7 @@ def train_world_judge(config, echo=print):
 
     Runtime.create(config.device, "float32", config.threads)  # the threads for labelling too
     policy = Policy.load(SHIPPED_MODELS.get(config.model, config.model))
-    rng = random.Random(config.seed)
-    drawn = [d for folder in config.rollouts for d in read_rollouts(folder)]
-    if config.scenes:
-        drawn += rendered_scenes(policy, [rng.choice(load_split("train")) for _ in range(config.scenes)], rng)
-    echo(f"labelling {len(drawn)} images")
-    examples = judge_examples(policy, drawn, rng)
-    counts = {}
-    for e in examples:
-        counts[e.ask] = counts.get(e.ask, 0) + 1
-    echo("examples: " + ", ".join(f"{q} {n}" for q, n in sorted(counts.items())))
-    chat = None
-    if not config.resume:
-        chat = new_llava_judge(
-            judge_words(examples),
-            patch=config.patch,
-            hidden=config.hidden,
-            layers=config.layers,
-            seed=config.seed,
-            vision_hidden=config.vision_hidden,
-            vision_layers=config.vision_layers,
-        )
+    examples = labelled_examples(config, policy, echo)
+    chat = None if config.resume else new_world_judge(config, examples)
     pairs = [(e.turn, e.answer) for e in examples]
     return train_judge(chat, pairs, config, {"environment": ENVIRONMENT}, echo=echo)
