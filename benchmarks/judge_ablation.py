@@ -33,6 +33,9 @@ VARIANTS = {
     "wide": {"vision_hidden": 128, "vision_layers": 4, "describe": False},
     "wide-describe": {"vision_hidden": 128, "vision_layers": 4, "describe": True},
     "wider-describe": {"vision_hidden": 192, "vision_layers": 4, "hidden": 192, "describe": True},
+    # one question only: every example of the batch teaches the outcome judge (a specialist, as PARM's are)
+    "outcome-only": {"vision_hidden": 64, "vision_layers": 2, "describe": False, "asks": ["outcome"]},
+    "wide-outcome-only": {"vision_hidden": 128, "vision_layers": 4, "describe": False, "asks": ["outcome"]},
 }
 
 
@@ -69,7 +72,8 @@ def main() -> None:
     report |= {"minutes": args.minutes, "steps": args.steps, "variants": {}}
     for name in args.variants:
         config = replace(base, out=args.out / name, **VARIANTS[name])
-        rows = [e for e in examples if config.describe or e.ask != "describe"]
+        wanted = lambda e: (config.describe or e.ask != "describe") and (not config.asks or e.ask in config.asks)  # noqa: E731
+        rows = [e for e in examples if wanted(e)]
         print(f"== {name}: {VARIANTS[name]}, {len(rows)} examples")
         chat = new_world_judge(config, examples)
         chat = train_judge(chat, [(e.turn, e.answer) for e in rows], config, {"environment": ENVIRONMENT})
@@ -80,7 +84,7 @@ def main() -> None:
             "parameters": sum(p.numel() for p in chat.model.parameters()),
             "steps": steps[-1]["step"] + 1 if steps else 0,
             "answer_ce": steps[-1].get("answer_ce") if steps else None,
-            "questions": evaluate(ChatJudge(chat), val),
+            "questions": evaluate(ChatJudge(chat), [e for e in val if wanted(e)]),
         }
         (args.out / "ablation.json").write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out / 'ablation.json'}")

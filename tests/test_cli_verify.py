@@ -25,8 +25,22 @@ torch.set_num_threads(1)
 def judge_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("judge") / "judge"
     words = {w for r in load_split("val") for w in r["prompt"].split()}
-    new_llava_judge(sorted(words), hidden=32, layers=1, vision_hidden=16, vision_layers=1).save(folder)
+    chat = new_llava_judge(sorted(words), hidden=32, layers=1, vision_hidden=16, vision_layers=1)
+    answer_yes_or_no(chat)
+    chat.save(folder)
     return folder
+
+
+def answer_yes_or_no(chat) -> None:
+    """Make an untrained judge's first answer token "yes" or "no": their output rows point opposite ways and
+    outweigh every other row, so one of them leads and P(yes) still varies with the image and question."""
+    head = chat.model.get_output_embeddings().weight
+    yes, no = chat.tokenizer.convert_tokens_to_ids(["yes", "no"])
+    assert yes != no and chat.tokenizer.unk_token_id not in (yes, no)
+    with torch.no_grad():
+        direction = head[yes].clone()
+        head.mul_(0.01)
+        head[yes], head[no] = 10 * direction, -10 * direction
 
 
 def test_generate_with_a_verifier_marks_the_pick(model_dir, judge_dir, tmp_path):  # noqa: F811

@@ -37,7 +37,7 @@ ALLOWED: dict[str, set[str]] = {
     "engine": {"errors"},
     "checkpoint": {"errors"},
     "runtime": {"errors"},
-    "configs": {"errors", "plan", "engine", "runtime", "checkpoint", "verifiers", "rewards", "evaluator"},
+    "configs": {"errors", "plan", "engine", "runtime", "checkpoint", "verifiers", "rewards", "evaluator", "judges"},
     "policy": {"errors", "plan", "engine", "checkpoint", "runtime"},
     "judges": {"errors", "plan"},
     "rewards": {"errors", "plan", "evaluator", "judges"},

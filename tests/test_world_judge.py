@@ -196,3 +196,15 @@ def test_a_tiny_world_judge_trains_saves_and_resumes(policy, tmp_path, monkeypat
         Query(d.record["prompt"], policy.decode(d.tokens[None])[0]) for d in read_rollouts(tmp_path / "rollouts")
     ]
     assert ChatJudge(shipped).yes(queries) == pytest.approx(ChatJudge(resumed).yes(queries), abs=2e-2)
+
+
+def test_a_judge_can_learn_only_some_questions(policy, tmp_path):
+    from thinkdraw.world.judge_data import labelled_examples
+
+    config = TrainJudgeConfig(scenes=6, out=tmp_path / "judge", asks=["outcome", "clarity"], describe=False)
+    examples = labelled_examples(config, policy, echo=lambda line: None)
+    assert [e.ask for e in examples] == ["outcome", "clarity"] * 6
+    every = labelled_examples(replace(config, asks=[]), policy, echo=lambda line: None)
+    assert [e for e in every if e.ask in ("outcome", "clarity")] == examples  # the same labels, the rest left out
+    with pytest.raises(ThinkdrawError, match="--asks: no question nope"):
+        TrainJudgeConfig(scenes=6, asks=["outcome", "nope"])

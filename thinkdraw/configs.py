@@ -21,6 +21,7 @@ from thinkdraw.errors import ThinkdrawError
 from thinkdraw.evaluator.layouts import BENCHMARKS
 from thinkdraw.evaluator.t2icompbench import SCORED as T2I_CATEGORIES
 from thinkdraw.evaluator.t2icompbench import check_category
+from thinkdraw.judges.chat import ASKS
 from thinkdraw.plan import REASONING
 from thinkdraw.rewards import JUDGED, JUDGED_BY  # PIL and the rule engine: no torch
 from thinkdraw.runtime import DEVICES, DTYPES
@@ -195,6 +196,7 @@ class TrainJudgeConfig:
     vision_layers: int = option(2, "the vision tower's layers")
     patch: int = option(8, "vision patch size in pixels (64-pixel images)")
     describe: bool = option(True, "also teach it to list the objects it sees with their boxes (a dense signal)")
+    asks: list[str] = option([], "learn only these questions (outcome, process, clarity, ...); empty: all")
     save_every: int = option(500, "checkpoint every this many steps")
     max_minutes: float = option(0.0, "stop (and save) after this many minutes; 0: no limit")
     accumulation: int = option(1, "split each step's batch into this many micro-batches (same update, less memory)")
@@ -214,6 +216,9 @@ class TrainJudgeConfig:
             raise ThinkdrawError("nothing to learn from: give --rollouts folders or --scenes N")
         if 64 % self.patch:
             raise ThinkdrawError(f"--patch {self.patch} must divide the 64-pixel image")
+        unknown = sorted(set(self.asks) - set(ASKS))
+        if unknown:
+            raise ThinkdrawError(f"--asks: no question {', '.join(unknown)} (one of {', '.join(ASKS)})")
         check_steps(self)
         check_resume(self.resume, self.out)
 

@@ -249,7 +249,8 @@ def judge_words(examples: Sequence[JudgeExample]) -> list[str]:
 
 def labelled_examples(config, policy, echo=print) -> list[JudgeExample]:
     """What `thinkdraw train judge` learns from: every question about the rollouts' images and the rendered
-    scenes (config.scenes of them), labelled; the same config gives the same examples."""
+    scenes (config.scenes of them), labelled (only config.asks where given); the same config gives the same
+    examples."""
     rng = random.Random(config.seed)
     drawn = [d for folder in config.rollouts for d in read_rollouts(folder)]
     if config.scenes:
@@ -257,6 +258,8 @@ def labelled_examples(config, policy, echo=print) -> list[JudgeExample]:
         drawn += rendered_scenes(policy, [rng.choice(records) for _ in range(config.scenes)], rng)
     echo(f"labelling {len(drawn)} images")
     examples = judge_examples(policy, drawn, rng, describe=config.describe)
+    if config.asks:
+        examples = [e for e in examples if e.ask in config.asks]
     counts = {}
     for e in examples:
         counts[e.ask] = counts.get(e.ask, 0) + 1
