@@ -72,8 +72,7 @@ def main() -> None:
     report |= {"minutes": args.minutes, "steps": args.steps, "variants": {}}
     for name in args.variants:
         config = replace(base, out=args.out / name, **VARIANTS[name])
-        wanted = lambda e: (config.describe or e.ask != "describe") and (not config.asks or e.ask in config.asks)  # noqa: E731
-        rows = [e for e in examples if wanted(e)]
+        rows = [e for e in examples if learns(config, e.ask)]
         print(f"== {name}: {VARIANTS[name]}, {len(rows)} examples")
         chat = new_world_judge(config, examples)
         chat = train_judge(chat, [(e.turn, e.answer) for e in rows], config, {"environment": ENVIRONMENT})
@@ -84,10 +83,15 @@ def main() -> None:
             "parameters": sum(p.numel() for p in chat.model.parameters()),
             "steps": steps[-1]["step"] + 1 if steps else 0,
             "answer_ce": steps[-1].get("answer_ce") if steps else None,
-            "questions": evaluate(ChatJudge(chat), [e for e in val if wanted(e)]),
+            "questions": evaluate(ChatJudge(chat), [e for e in val if learns(config, e.ask)]),
         }
         (args.out / "ablation.json").write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out / 'ablation.json'}")
+
+
+def learns(config: TrainJudgeConfig, ask: str) -> bool:
+    """Whether a variant learns (and is scored on) this question."""
+    return (config.describe or ask != "describe") and (not config.asks or ask in config.asks)
 
 
 if __name__ == "__main__":
