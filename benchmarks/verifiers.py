@@ -192,7 +192,10 @@ def plot(rows: dict, path: str) -> None:
     for kind, points in rows.items():
         ns = sorted(points)
         ax.plot([points[n]["image_tokens"] for n in ns], [points[n]["geneval_six"] for n in ns], "o-", label=kind)
-    ax.set_xscale("log")
+    ax.set_xscale("log", base=2)
+    ticks = [256 * 2**i for i in range(6)]  # N = 1, 2, 4, ... candidates of 256 image tokens
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("image tokens generated per prompt")
     ax.set_ylabel("GenEval's six tasks")
     ax.legend()

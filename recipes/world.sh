@@ -46,6 +46,9 @@
 #   grpo on the world judge (not shipped): `recipes/world.sh grpo /work/rl binary 40` (stopped at 38.0 min by 21
 #                batches in a row without signal; 112 updates, its update-100 checkpoint evaluated) and
 #                `recipes/world.sh grpo /work/rl got 40` (all 180 updates in 37.1 min).
+#   sft for PARM++ (not shipped): `recipes/world.sh sft /work/runs thinkdraw/assets/sft 3e-4 520 20 0.3` (all 520
+#                steps in 11.5 min), the policy benchmarks/verifiers.py --rounds 2 ran PARM++ on.
+#   judge ablation (not shipped): benchmarks/judge_ablation.py, 10 min a variant; none beat the shipped judge.
 #   recipes/gpu.sh holds an SFT chunk for a lent GPU; none could be had yet, so it has not run.
 # A chunk's weights are committed when it ends (thinkdraw/assets/sft), so an interrupted session loses at most
 # one chunk; rerunning the same commands reproduces the shipped model.
