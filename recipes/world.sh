@@ -38,7 +38,9 @@
 #                the 95 min: rollouts and a judge trained on the same two cores; last logged loss 0.23), then
 #                `export /work/runs sft 2`.
 #   judge: `recipes/world.sh judge /work/runs` on chunk 3's samples (1 thread each, beside chunk 4), then
-#                `export /work/runs judge`.
+#                `export /work/runs judge`, at commit 4ee9532: its trainer then averaged the answer loss over all
+#                tokens of a batch; since c56c45d it averages per example, so today's command trains a judge of the
+#                newer loss (checkout 4ee9532 for the trainer the shipped one ran with).
 #   grpo (assets/grpo, `--model grpo`): the grpo stage's command with out /work/grpo/geneval (all 180 updates in
 #                34.1 min), exported as `export RUNS grpo-geneval 2` does; resumed to 240 updates (`--steps 240
 #                --max-minutes 11 --resume`, 45 min in all) it scored no better on the test split, so 180 ships.
@@ -46,6 +48,8 @@
 #   grpo on the world judge (not shipped): `recipes/world.sh grpo /work/rl binary 40` (stopped at 38.0 min by 21
 #                batches in a row without signal; 112 updates, its update-100 checkpoint evaluated) and
 #                `recipes/world.sh grpo /work/rl got 40` (all 180 updates in 37.1 min).
+#                GoT-R1's ablation: the grpo stage's command with --reward "pi+0.5*sem+0.5*spa+ri" (sum) and
+#                --reward ri, each --max-minutes 25 (97 and 105 updates), out /work/rl/grpo-sum and /work/rl/grpo-ri.
 #   sft for PARM++ (not shipped): `recipes/world.sh sft /work/runs thinkdraw/assets/sft 3e-4 520 20 0.3` (all 520
 #                steps in 11.5 min), the policy benchmarks/verifiers.py --rounds 2 ran PARM++ on.
 #   judge ablation (not shipped): benchmarks/judge_ablation.py, 10 min a variant; none beat the shipped judge.

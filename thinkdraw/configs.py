@@ -195,7 +195,11 @@ class TrainJudgeConfig:
     vision_hidden: int = option(64, "the vision tower's width")
     vision_layers: int = option(2, "the vision tower's layers")
     patch: int = option(8, "vision patch size in pixels (64-pixel images)")
-    describe: bool = option(True, "also teach it to list the objects it sees with their boxes (a dense signal)")
+    describe: bool = option(
+        False,
+        "also teach it to list the objects it sees with their boxes (a dense signal; it did not raise the yes/no "
+        "answers' accuracy in benchmarks/judge_ablation.py)",
+    )
     asks: list[str] = option([], "learn only these questions (outcome, process, clarity, ...); empty: all")
     save_every: int = option(500, "checkpoint every this many steps")
     max_minutes: float = option(0.0, "stop (and save) after this many minutes; 0: no limit")
