@@ -37,6 +37,9 @@
 #   sft chunk 4: `recipes/world.sh sft /work/runs thinkdraw/assets/sft 3e-4 2500 95` (2055 of the 2500 steps in
 #                the 95 min: rollouts and a judge trained on the same two cores; last logged loss 0.23), then
 #                `export /work/runs sft 2`.
+#   sft chunk 5: `recipes/world.sh sft /work/runs thinkdraw/assets/sft 3e-4 900 37 0.3` (862 of the 900 steps in
+#                the 37 min; 30% of spoilt examples as second tries), then `export /work/runs sft 2`. The judge,
+#                GRPO and DPO runs below started from chunk 4 (the judge learned from chunk 3's samples).
 #   judge: `recipes/world.sh judge /work/runs` on chunk 3's samples (1 thread each, beside chunk 4), then
 #                `export /work/runs judge`, at commit 4ee9532: its trainer then averaged the answer loss over all
 #                tokens of a batch; since c56c45d it averages per example, so today's command trains a judge of the
