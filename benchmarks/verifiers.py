@@ -7,7 +7,8 @@ image tokens they would have spent are counted). The judge's answers are cached 
 so one partial image is judged once whatever N asks for it. The exact detector scores the pick (it is the
 evaluator; the verifiers never see it).
 
-Rows: none (one sample: the mean over all candidates, the expected score of N=1), bon, prm, parm, and oracle
+Rows: none (one sample: the mean over all candidates, the expected score of N=1), bon, prm, parm (and parm@BAR for
+each other --potential bar: how much PARM prunes, and what that costs, as the bar rises), and oracle
 (a pick that is right whenever any of the N is: the ceiling); with --rounds, parm++ at the largest N, run live
 (it draws again after the judge's feedback; the policy must have learned second tries). Per row and N: GenEval's
 six tasks, all tasks, complex, indirect, and mean image tokens per prompt. Writes JSON and a plot (score vs tokens).
@@ -118,6 +119,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="verifiers.json")
     parser.add_argument("--plot", default=None, help="PNG (default: --out with .png)")
+    default = VerifierSettings()
+    parser.add_argument(
+        "--potential",
+        type=float,
+        nargs="+",
+        default=[default.potential],
+        help="parm rows at these potential bars (a clear path whose P(yes) is below stops); parm@BAR for the others",
+    )
     parser.add_argument("--rounds", type=int, default=0, help="parm++ at the largest N, live, with this many rounds")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -146,13 +155,15 @@ def main() -> None:
     rows["none"][1] = summary(by_task([sum(r) / len(r) for r in right]), [N_img] * len(groups))
     for n in [n for n in NS if n <= args.n]:
         rows["oracle"][n] = summary(by_task([float(any(r[:n])) for r in right]), [n * N_img] * len(groups))
-        for kind in ("bon", "prm", "parm"):
-            settings = VerifierSettings(candidates=n, checks=args.checks)
+        variants = [("bon", "bon", default.potential), ("prm", "prm", default.potential)]
+        variants += [("parm" if t == default.potential else f"parm@{t:g}", "parm", t) for t in args.potential]
+        for name, kind, potential in variants:
+            settings = VerifierSettings(candidates=n, checks=args.checks, potential=potential)
             picks = replay(kind, policy, judge, [c for s in stored for c in s[:n]], settings)
             correct = [float(r[p.chosen]) for r, p in zip(right, picks, strict=True)]
-            rows[kind][n] = summary(by_task(correct), [p.image_tokens for p in picks])
+            rows[name][n] = summary(by_task(correct), [p.image_tokens for p in picks])
             print(
-                f"{kind:6s} N={n:2d} six={rows[kind][n]['geneval_six']:.3f} tokens={rows[kind][n]['image_tokens']:.0f}"
+                f"{name:9s} N={n:2d} six={rows[name][n]['geneval_six']:.3f} tokens={rows[name][n]['image_tokens']:.0f}"
             )
     if args.rounds:  # parm++ draws again after feedback: run live (its first round is PARM on the same candidates)
         settings = VerifierSettings(candidates=args.n, checks=args.checks, rounds=args.rounds)

@@ -47,6 +47,8 @@
 #   grpo (assets/grpo, `--model grpo`): the grpo stage's command with out /work/grpo/geneval (all 180 updates in
 #                34.1 min), exported as `export RUNS grpo-geneval 2` does; resumed to 240 updates (`--steps 240
 #                --max-minutes 11 --resume`, 45 min in all) it scored no better on the test split, so 180 ships.
+#                It started from the chunk-4 SFT (checkout b4fe550 for that start). From chunk 5, `recipes/world.sh
+#                grpo /work/rl5` (169 updates in the 45 min) scored lower (all tasks 0.565 against 0.617): not shipped.
 #   dpo: `recipes/world.sh dpo /work/rl` (2 rounds, 12.3 min), not shipped.
 #   grpo on the world judge (not shipped): `recipes/world.sh grpo /work/rl binary 40` (stopped at 38.0 min by 21
 #                batches in a row without signal; 112 updates, its update-100 checkpoint evaluated) and

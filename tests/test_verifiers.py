@@ -103,6 +103,28 @@ def test_parm_stops_no_path_when_it_would_stop_them_all(policy):
     assert pick.events and "none stopped" in pick.events[0]
 
 
+def test_parm_potential_threshold_decides_which_clear_paths_stop(policy):
+    full = policy.generate(PROMPTS, n=6, seed=1, settings=SAMPLING)
+    N = policy.num_image_tokens
+    first_clear = min(k for k in check_steps(N, 4) if k / N >= 0.4)
+    potential = [
+        100 * PixelJudge.mean(policy.decode_partial(c.image_tokens[None, :first_clear], first_clear)[0]) % 1
+        for c in full
+    ]
+    stopped = {}
+    for bar in (0.3, 0.7):
+        settings = VerifierSettings(candidates=6, checks=4, potential=bar)
+        picks = replay("parm", policy, PixelJudge(), full, settings)
+        drawn = [c.drawn for p in picks for c in p.candidates]
+        stopped[bar] = {i for i, d in enumerate(drawn) if d is not None}
+        for g in range(len(PROMPTS)):  # a path stops at its first clear step iff its potential is under the bar
+            mine = range(6 * g, 6 * g + 6)
+            under = {i for i in mine if potential[i] < bar}
+            assert stopped[bar] & set(mine) == (under if len(under) < 6 else set())
+            assert all(drawn[i] == first_clear for i in under if len(under) < 6)
+    assert stopped[0.3] < stopped[0.7]
+
+
 def test_prm_keeps_the_better_half_at_each_check(policy):
     settings = VerifierSettings(candidates=8, checks=2, keep=0.5)
     judge = PixelJudge()
@@ -122,3 +144,5 @@ def test_bad_verifier_and_settings():
         VerifierSettings(candidates=0)
     with pytest.raises(ThinkdrawError, match="--keep"):
         VerifierSettings(keep=0)
+    with pytest.raises(ThinkdrawError, match="--potential"):
+        VerifierSettings(potential=1.0)

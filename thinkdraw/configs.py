@@ -571,9 +571,8 @@ class GenerateConfig:
             raise ThinkdrawError(f"--verifier {self.verifier!r}: choose none, {', '.join(VERIFIERS)}")
         if self.verifier == "none":
             reject_ignored(self, ("judge",), "without --verifier")
-            reject_ignored(
-                self.verifying, ("candidates", "checks", "keep", "threshold", "rounds"), "without --verifier"
-            )
+            knobs = ("candidates", "checks", "keep", "threshold", "potential", "rounds")
+            reject_ignored(self.verifying, knobs, "without --verifier")
         else:
             reject_ignored(self, ("plan", "given_plans"), "with --verifier (each candidate writes its own plan)")
             if self.prompt is not None:

@@ -105,7 +105,7 @@ class _Watch:
             return set()
         self.clear[now_clear] = True
         potential = self.judge.yes([queries[i] for i in now_clear], "potential")
-        return {i for i, p in zip(now_clear, potential, strict=True) if p < self.settings.threshold}
+        return {i for i, p in zip(now_clear, potential, strict=True) if p < self.settings.potential}
 
 
 def verify(
