@@ -104,6 +104,8 @@ def same_parameters(a: torch.nn.Module, b: torch.nn.Module) -> None:
         (dict(accumulation=9), "choose 1 to 8"),
         (dict(think=False, reasoning="rationale"), "--reasoning, --max-think-tokens are not used with --no-think"),
         (dict(held_out_prompts=8), "--held-out-prompts is not used without --held-out-every"),
+        (dict(plan_only=True), "--plan-only draws no image: the reward 'geneval' must read the plan alone"),
+        (dict(plan_only=True, reward="plan", reasoning="rationale"), "needs thinking in the plan format"),
     ],
 )
 def test_config_fails_fast(init, tmp_path, changes, message):
@@ -242,6 +244,36 @@ def test_a_run_moves_every_trainable_parameter_and_no_frozen_one(init, learning_
     meta = read_meta(out / "checkpoint")
     assert (meta["kind"], meta["step"], meta["grpo"]["batch"]) == ("policy-grpo", 24, None)  # at a batch's end
     same_parameters(Policy.load(out / "checkpoint").model, policy.model)
+
+
+def test_plan_only_draws_no_image_and_trains_the_plan_alone(init, tmp_path):
+    seen = []
+
+    def words_seen(samples):
+        seen.extend(s.image for s in samples)
+        return words(samples)
+
+    config = config_for(
+        init, tmp_path / "run", plan_only=True, reward="plan", steps=24, prompts_per_batch=4, group_size=8
+    )
+    policy = Policy.load(init)
+    batch = grpo.make_rollouts(policy, RECORDS, words_seen, config, index=0, step=0)
+    W = batch.width
+    assert batch.image_ids.shape[1] == 1 and batch.mask[:, W:].sum() == 0 and batch.mask[:, :W].sum() > 0
+    with torch.no_grad():
+        fresh = grpo.token_logprobs(policy, batch, config)
+    assert ((fresh.logps - batch.old_logps) * batch.mask).abs().max().item() < 1e-4
+    assert fresh.image_entropy.item() == 0 and fresh.text_entropy.item() > 0
+    trained = grpo.train_grpo(config, RECORDS, words_seen, echo=quiet)
+    assert len(seen) > 24 * 16 and all(image is None for image in seen)
+    logged = updates(tmp_path / "run")
+    first = sum(r["reward_mean"] for r in logged[:4]) / 4
+    last = sum(r["reward_mean"] for r in logged[-4:]) / 4
+    assert last > first + 0.2, (first, last)
+    start = dict(Policy.load(init).model.named_parameters())
+    moved = {n for n, p in trained.model.named_parameters() if not torch.equal(p, start[n])}
+    image_only = ("model.generation_aligner.", "model.generation_embeddings.", "model.generation_head.")
+    assert moved == {n for n in start if not n.startswith(FROZEN + image_only)}
 
 
 def test_none_rewards_leave_the_baseline(init, tmp_path):

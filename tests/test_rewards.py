@@ -15,10 +15,12 @@ from thinkdraw.rewards import (
     build_reward,
     geneval_reward,
     iou,
+    plan_reward,
     prompt_image_reward,
     region_reward,
     semantic_reward,
     spatial_reward,
+    spec_names,
 )
 from thinkdraw.world.detector import WorldDetector
 from thinkdraw.world.layout import solve_layout
@@ -140,6 +142,34 @@ def test_geneval_reward_runs_the_rules_over_a_detector():
     assert [s.value for s in scores] == [1.0, 0.0, None]
     assert "expected circle>=1, found 0" in scores[1].reason
     assert scores[2].reason == "the record has no GenEval clauses"
+
+
+def test_plan_reward_applies_the_rules_to_the_plan_itself():
+    record = {
+        "tag": "position",
+        "include": [{"class": "cross", "count": 1}, {"class": "diamond", "count": 1, "position": ["left of", 0]}],
+    }
+    left = "diamond (100,400),(300,600); cross (600,400),(800,600)"
+    right = "diamond (600,400),(800,600); cross (100,400),(300,600)"
+    missing = "diamond (100,400),(300,600)"
+    rows = [left, right, missing, "a diamond somewhere", None]
+    scores = plan_reward()([sample("x", reasoning=r, image=None, **record) for r in rows])
+    assert [s.value for s in scores] == [1.0, 0.0, 0.0, 0.0, None]
+    assert scores[0].reason == "the plan meets the prompt"
+    assert "is not left of" in scores[1].reason and "expected cross>=1, found 0" in scores[2].reason
+    assert scores[3].reason.startswith("the plan does not parse") and scores[4].reason == "no plan was written"
+    colour = {"tag": "colors", "include": [{"class": "star", "count": 1, "color": "blue"}]}
+    blue, red = "blue star (100,100),(300,300)", "red star (100,100),(300,300)"
+    assert [s.value for s in build_reward("plan")([sample("x", blue, **colour), sample("x", red, **colour)])] == [
+        1.0,
+        0.0,
+    ]
+    assert plan_reward()([sample("x", left)])[0].reason == "the record has no GenEval clauses"
+
+
+def test_spec_names():
+    assert spec_names("0.7*pi+0.3*geneval") == {"pi", "geneval"}
+    assert spec_names("plan*sem + spa") == {"plan", "sem", "spa"}
 
 
 def test_weighted_sums_and_specs():

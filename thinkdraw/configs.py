@@ -23,7 +23,7 @@ from thinkdraw.evaluator.t2icompbench import SCORED as T2I_CATEGORIES
 from thinkdraw.evaluator.t2icompbench import check_category
 from thinkdraw.judges.chat import ASKS
 from thinkdraw.plan import REASONING
-from thinkdraw.rewards import JUDGED, JUDGED_BY  # PIL and the rule engine: no torch
+from thinkdraw.rewards import JUDGED, JUDGED_BY, PLAN_ONLY, spec_names  # PIL and the rule engine: no torch
 from thinkdraw.runtime import DEVICES, DTYPES
 from thinkdraw.verifiers.settings import VERIFIERS, VerifierSettings
 
@@ -335,8 +335,7 @@ class RolloutOptions:
     @property
     def needs_judge(self) -> bool:
         """Whether the reward spec names a judged reward (every name but geneval)."""
-        names = {f.strip() for term in self.reward.split("+") for f in term.split("*")}
-        return any(name in JUDGED or name == "got" for name in names)
+        return any(name in JUDGED or name == "got" for name in spec_names(self.reward))
 
     @property
     def sampling(self) -> SamplingSettings:
@@ -371,7 +370,14 @@ class TrainGRPOConfig(RolloutOptions):
     ratio_clip: float = option(0.2, "PPO's clip of the probability ratio, 1 +- this")
     kl_beta: float = option(0.0, "weight of the KL to the initial policy (0: no reference model, ReasonGen-R1)")
     level: str = option("token", "loss average: token (over all counted tokens) or sequence (per rollout first)")
-    reward: str = option("geneval", "reward spec (thinkdraw.rewards.build_reward): geneval, got, binary, pi*ri...")
+    reward: str = option(
+        "geneval", "reward spec (thinkdraw.rewards.build_reward): geneval, got, binary, plan, pi*ri..."
+    )
+    plan_only: bool = option(
+        False,
+        "train the plan alone: rollouts stop at [boi], no image is drawn, only plan tokens count; the reward must "
+        "read the plan (plan, sem, spa)",
+    )
     entropy: bool = option(False, "ReasonGen-R1's adaptive entropy terms -c_txt*H_txt - c_img*H_img")
     entropy_text_target: float = option(2.0, "--entropy: text entropy to track, nats (ReasonGen-R1 on Janus-Pro-7B)")
     entropy_image_target: float = option(
@@ -404,6 +410,13 @@ class TrainGRPOConfig(RolloutOptions):
             raise ThinkdrawError("the entropy targets, steps and limits must be >= 0")
         if self.max_skipped < 0:
             raise ThinkdrawError("--max-skipped must be >= 0")
+        if self.plan_only and not (self.think and self.reasoning == "plan"):
+            raise ThinkdrawError("--plan-only trains a plan: it needs thinking in the plan format")
+        if self.plan_only and not spec_names(self.reward) <= set(PLAN_ONLY):
+            raise ThinkdrawError(
+                f"--plan-only draws no image: the reward {self.reward!r} must read the plan alone "
+                f"({', '.join(PLAN_ONLY)})"
+            )
         self.check_rollout_options(self.prompts_per_batch * self.group_size)
 
 

@@ -12,7 +12,10 @@ The rewards of the papers:
                   "got" = pi * (sem + spa) / 2 * ri
     ReasonGen-R1: binary (1 when the judge says every requirement is met, else 0)
     Flow-GRPO:    geneval (GenEval's rules over any Detector)
+    ours:         plan (GenEval's rules on the plan itself: sem and spa computed exactly from a GenEval-style
+                  record, no judge and no image)
 Composed by a spec string (build_reward): "got", "binary", "0.7*pi+0.3*geneval", "pi*ri".
+The rewards that read the reasoning alone (PLAN_ONLY) can train a plan without drawing its image.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from PIL import Image
 
 from thinkdraw.errors import ThinkdrawError
 from thinkdraw.evaluator.detection import Detector
+from thinkdraw.evaluator.plans import check_plan
 from thinkdraw.evaluator.rules import judge_image
 from thinkdraw.judges.base import Judge, JudgeError, Query
 from thinkdraw.plan import PlanError, draw_plan, parse_plan
@@ -222,6 +226,26 @@ def geneval_reward(detector: Detector) -> Reward:
     return reward
 
 
+def plan_reward() -> Reward:
+    """GenEval's rules on the plan, read as a perfect detector's output (evaluator.plans.check_plan): 1 when the
+    planned objects, colours, counts and places meet the record's clauses, else 0 with the failures. GoT-R1's
+    R_sem and R_spa made exact for GenEval-style records; it needs no image."""
+
+    def reward(samples: Sequence[Sample]) -> list[Score]:
+        scores = []
+        for s in samples:
+            plan = Score(None, "the record has no GenEval clauses") if "include" not in s.metadata else _plan_of(s)
+            if isinstance(plan, Score):
+                scores.append(plan)
+                continue
+            check = check_plan(plan, s.metadata)
+            right = check.semantic and check.spatial is not False
+            scores.append(Score(float(right), "; ".join(check.failures) or "the plan meets the prompt"))
+        return scores
+
+    return reward
+
+
 def product(rewards: Sequence[tuple[str, Reward]]) -> Reward:
     """The product of named rewards (GoT-R1's composition); None when any factor is None."""
     return _combine(rewards, [1.0] * len(rewards), multiply=True)
@@ -263,7 +287,14 @@ JUDGED = {
     "ri": region_reward,
     "binary": binary_reward,
 }
-NAMES = (*JUDGED, "geneval", "got")
+NAMES = (*JUDGED, "geneval", "got", "plan")
+PLAN_ONLY = ("plan", "sem", "spa")  # the rewards that read the reasoning alone, no image
+
+
+def spec_names(spec: str) -> set[str]:
+    """The reward names a spec uses ("0.7*pi+0.3*geneval" -> {pi, geneval}); weights are left out."""
+    factors = {f.strip() for term in spec.split("+") for f in term.split("*")}
+    return {f for f in factors if f and not _is_number(f)}
 
 
 def build_reward(
@@ -279,6 +310,8 @@ def build_reward(
         if name == "got":
             sem_spa = weighted_sum([("sem", named("sem")), ("spa", named("spa"))], [1.0, 1.0])
             return product([("pi", named("pi")), ("(sem+spa)/2", sem_spa), ("ri", named("ri"))])
+        if name == "plan":
+            return plan_reward()
         if name == "geneval":
             if detector is None:
                 raise RewardError("the geneval reward needs a detector")

@@ -52,20 +52,25 @@ def sample_scored(
     step: int,
     what: str,
     indices: list[int] | None = None,
+    plan_only: bool = False,
 ) -> tuple[list[Candidate], list[float | None]]:
     """n candidates per record (Policy.generate under config.sampling, config.think, config.reasoning; `indices`
-    as there) and their rewards, in order. A non-finite reward stops the run (`what` names the batch)."""
+    as there) and their rewards, in order. A non-finite reward stops the run (`what` names the batch).
+    plan_only: every row stops at its first image token (the plans are whole), and the reward sees no image."""
     candidates = policy.generate(
         [r["prompt"] for r in records],
         config.think,
         n,
         seed,
         config.sampling,
+        on_image_step=_stop_all if plan_only else None,
         reasoning=config.reasoning,
         indices=indices,
     )
     rows = [record for record in records for _ in range(n)]
-    samples = [Sample(r, c.image, c.plan, config.reasoning) for r, c in zip(rows, candidates, strict=True)]
+    samples = [
+        Sample(r, None if plan_only else c.image, c.plan, config.reasoning) for r, c in zip(rows, candidates, strict=True)
+    ]
     scores = reward(samples)
     if len(scores) != len(samples):
         raise RunError(f"step {step}: the reward gave {len(scores)} scores for {len(samples)} samples")
@@ -76,6 +81,10 @@ def sample_scored(
                 f"({rows[i]['prompt']!r}: {score.reason or 'no reason given'}); stopped, the last checkpoint stays"
             )
     return candidates, [s.value for s in scores]
+
+
+def _stop_all(step: int, image_ids: Tensor) -> Tensor:
+    return torch.zeros(image_ids.shape[0], dtype=torch.bool)
 
 
 def run_reward(config, detector=None, judges: Mapping[str, object] | None = None) -> Reward:
@@ -118,21 +127,29 @@ def held_out_metrics(policy: Policy, held: HeldOut | None, config, step: int) ->
 
 
 def rollouts_of(
-    candidates: Sequence[Candidate], advantages: Sequence[float], index: int, stats: dict, device
+    candidates: Sequence[Candidate],
+    advantages: Sequence[float],
+    index: int,
+    stats: dict,
+    device,
+    plan_only: bool = False,
 ) -> Rollouts:
-    """Rollouts of these candidates (every token of plan and image counted), with these advantages."""
+    """Rollouts of these candidates (every token of plan and image counted), with these advantages.
+    plan_only: the candidates stopped at their first image token, which is kept but not counted."""
     text = [c.plan_logprobs for c in candidates]
     width = max((len(t) for t in text), default=0)
     image = torch.stack([c.image_logprobs for c in candidates]) if candidates else torch.zeros(0, 0)
+    image_ids = torch.stack([c.image_tokens for c in candidates]) if candidates else torch.zeros(0, 0).long()
+    if plan_only:
+        image, image_ids = image[:, :1], image_ids[:, :1]
     old_logps = pack(text, image, width)
-    mask = pack([torch.ones_like(t) for t in text], torch.ones_like(image), width)
-    empty = torch.zeros(0, 0).long()
+    mask = pack([torch.ones_like(t) for t in text], image.new_full(image.shape, float(not plan_only)), width)
     return Rollouts(
         index,
         [c.prompt for c in candidates],
         [c.plan_ids for c in candidates],
         [c.boi_sampled for c in candidates],
-        torch.stack([c.image_tokens for c in candidates]).to(device) if candidates else empty,
+        image_ids.to(device),
         old_logps.to(device),
         mask.to(device),
         torch.tensor(list(advantages), dtype=old_logps.dtype, device=device),
@@ -220,7 +237,8 @@ def token_logprobs(policy: Policy, rollouts: Rollouts, config) -> TokenLogps:
     args = (policy.model, contexts, rollouts.plan_ids, rollouts.image_ids, policy.special)
     text_logits, image_logits = sequence_logits(*args, layout=layout)  # list of [T_i + 1, V_text], [K, N, V_img]
     image_logits = _float(image_logits)
-    if settings.cfg_scale != 1.0:
+    counted = bool(rollouts.mask[:, rollouts.width :].any())  # not with --plan-only: no image counts
+    if settings.cfg_scale != 1.0 and counted:
         _, uncond = sequence_logits(*args, uncond=True, layout=layout)  # [K, N, V_img]
         image_logits = cfg_combine(image_logits, _float(uncond), settings.cfg_scale)
     image = process_logits(image_logits, settings.temperature, settings.top_k)  # [K, N, V_img]
@@ -232,7 +250,7 @@ def token_logprobs(policy: Policy, rollouts: Rollouts, config) -> TokenLogps:
         text.append(logps)  # [T_i (+1), V_text]
         text_logps.append(logps.gather(-1, targets[:, None])[:, 0])
     text_entropy = _entropy(torch.cat(text)) if text else image_logps.new_zeros(())
-    image_entropy = _entropy(image.flatten(0, 1))
+    image_entropy = _entropy(image.flatten(0, 1)) if counted else image_logps.new_zeros(())
     return TokenLogps(pack(text_logps, image_logps, rollouts.width), text_entropy, image_entropy)
 
 
