@@ -69,7 +69,8 @@ def sample_scored(
     )
     rows = [record for record in records for _ in range(n)]
     samples = [
-        Sample(r, None if plan_only else c.image, c.plan, config.reasoning) for r, c in zip(rows, candidates, strict=True)
+        Sample(r, None if plan_only else c.image, c.plan, config.reasoning)
+        for r, c in zip(rows, candidates, strict=True)
     ]
     scores = reward(samples)
     if len(scores) != len(samples):
