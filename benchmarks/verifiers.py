@@ -31,7 +31,7 @@ from PIL import Image
 
 from thinkdraw.evaluator.geneval import GENEVAL_TASKS
 from thinkdraw.evaluator.rules import judge_image
-from thinkdraw.judges.load import load_judge
+from thinkdraw.judges.load import resolve_judge
 from thinkdraw.policy.model import Policy
 from thinkdraw.verifiers.settings import VerifierSettings
 from thinkdraw.verifiers.verify import replay, verify
@@ -148,7 +148,7 @@ def main() -> None:
         for g, s in zip(groups, stored, strict=True)
     ]
     tags = [g[0].record["tag"] for g in groups]
-    judge = CachedJudge(load_judge(str(SHIPPED_JUDGES.get(args.judge, args.judge))))
+    judge = CachedJudge(resolve_judge(args.judge, SHIPPED_JUDGES))
     N_img = policy.num_image_tokens
     rows: dict[str, dict[int, dict]] = defaultdict(dict)
     by_task = lambda values: {t: [v for v, tag in zip(values, tags, strict=True) if tag == t] for t in set(tags)}  # noqa: E731

@@ -7,7 +7,8 @@ judge's rollouts did not come from: `thinkdraw world rollouts --split val`). Per
 - score: exact, and within 1 point;
 - ground: the grounded box at IoU >= 0.5 with the detector's (or both say none);
 - feedback: the sentence exactly right; describe: the list of objects and boxes exactly right;
-and judgments per second (the judge's batches of 32, on this machine's threads).
+and judgments per second (the judge's batches of 32, on this machine's threads). Any judge: a chat judge, or the
+rule judge over the learned detector (world-rules).
 
     python benchmarks/world_judges.py thinkdraw/assets/judge --rollouts /work/rollouts/val --out judges.json
 """
@@ -24,12 +25,11 @@ from pathlib import Path
 import torch
 
 from thinkdraw.judges.base import JudgeError, parse_box, parse_feedback
-from thinkdraw.judges.chat import ChatJudge
-from thinkdraw.judges.load import load_judge
+from thinkdraw.judges.load import resolve_judge
 from thinkdraw.policy.model import Policy
 from thinkdraw.rewards import iou
 from thinkdraw.world.judge_data import judge_examples, read_rollouts
-from thinkdraw.world.registry import SHIPPED_MODELS
+from thinkdraw.world.registry import SHIPPED_JUDGES, SHIPPED_MODELS
 
 YES_NO = ("outcome", "reflect", "process", "potential", "clarity", "semantic", "spatial")
 
@@ -50,7 +50,7 @@ def grade(question: str, label: str, answer) -> bool:
 UNREADABLE = object()  # an answer the judge gave that cannot be read (ground's None means "not there")
 
 
-def ask_all(judge: ChatJudge, ask: str, examples: list) -> list:
+def ask_all(judge, ask: str, examples: list) -> list:
     """The judge's answers to the examples' question; UNREADABLE where an answer cannot be read."""
 
     def answer(part):
@@ -85,6 +85,8 @@ def evaluate(judge, examples: list, batch: int = 32, echo=print) -> dict:
         by_ask[e.ask].append(e)
     report = {}
     for ask, rows in sorted(by_ask.items()):
+        if ask == "describe" and not hasattr(judge, "describe"):
+            continue  # only chat judges are taught to describe
         began = time.perf_counter()
         answers = [a for start in range(0, len(rows), batch) for a in ask_all(judge, ask, rows[start : start + batch])]
         seconds = time.perf_counter() - began
@@ -109,7 +111,7 @@ def evaluate(judge, examples: list, batch: int = 32, echo=print) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("judge", help="a judge folder (VLMChat), or a server url")
+    parser.add_argument("judge", help="world, world-rules, a judge folder (VLMChat), or a server url")
     parser.add_argument("--rollouts", required=True, help="held-out rollout folder")
     parser.add_argument("--model", default="sft", help="the policy whose VQ decodes the rollouts")
     parser.add_argument("--images", type=int, default=0, help="use only this many rollout images (0: all)")
@@ -123,7 +125,7 @@ def main() -> None:
     drawn = drawn[: args.images] if args.images else drawn
     examples = judge_examples(policy, drawn, random.Random(0))
     report = {"judge": args.judge, "rollouts": args.rollouts, "images": len(drawn)}
-    report["questions"] = evaluate(load_judge(args.judge), examples, args.batch)
+    report["questions"] = evaluate(resolve_judge(args.judge, SHIPPED_JUDGES), examples, args.batch)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out}")
 

@@ -13,18 +13,26 @@
 #   recipes/world.sh judge  RUNS [MINUTES]
 #                                     the world judge: the shipped SFT's samples of 1500 train prompts (2 each),
 #                                     then a tiny LLaVA trained on them and on 1000 rendered scenes (at most 50 min)
-#   recipes/world.sh grpo   RUNS [REWARD MINUTES]
-#                                     GRPO from the shipped SFT, rewarded by REWARD (default geneval: GenEval's rules
-#                                     over the exact detector; binary, got, pi...: the shipped world judge), 4 prompts x
-#                                     8 rollouts a batch, 2 updates each, CFG 2 as the model generates, at most MINUTES
-#                                     (45); a judged reward also logs held-back val prompts' reward and exact score
+#   recipes/world.sh detector RUNS [MINUTES]
+#                                     the learned detector of the rule judge (--judge world-rules): the shipped SFT's
+#                                     samples of 1500 train prompts and the shipped GRPO's of 500 (2 each), 4000
+#                                     rendered scenes, each image also partial and scenes also token-mixed, labelled
+#                                     by the exact detector (at most 40 min)
+#   recipes/world.sh grpo   RUNS [REWARD MINUTES INIT]
+#                                     GRPO from the shipped SFT (or the policy INIT; the run folder is then named
+#                                     after INIT's run too), rewarded by REWARD (default geneval: GenEval's rules over
+#                                     the exact detector; binary, got, pi...: the shipped world judge; plan: GenEval's
+#                                     rules on the plan, trained with --plan-only, 16 prompts a batch, 240 updates),
+#                                     4 prompts x 8 rollouts a batch, 2 updates each, CFG 2 as the model generates, at
+#                                     most MINUTES (45); any reward but geneval also logs held-back val prompts'
+#                                     reward and exact score
 #   recipes/world.sh dpo    RUNS [REWARD ROUNDS]
 #                                     iterative DPO from the shipped SFT: ROUNDS (2) rounds of 128 prompts x 4 samples,
 #                                     the best and worst by REWARD (default pi: the world judge's P(yes)) a pair, 40
 #                                     updates of 8 pairs each; RUNS/dpo/rounds/1 is plain DPO
 #   recipes/world.sh export RUNS PART [CFG]
 #                                     an fp16 copy of RUNS/PART/checkpoint into thinkdraw/assets/NAME, NAME being PART
-#                                     up to its first "-" (PART: vq, base, sft, judge, or a run such as grpo-geneval;
+#                                     up to its first "-" (PART: vq, base, sft, judge, detector, or a run such as grpo-geneval;
 #                                     CFG: the guidance scale generation uses with a policy)
 #
 # What ran for the shipped models (all on this 2-core CPU; no GPU was lent):
@@ -49,6 +57,9 @@
 #                --max-minutes 11 --resume`, 45 min in all) it scored no better on the test split, so 180 ships.
 #                It started from the chunk-4 SFT (checkout b4fe550 for that start). From chunk 5, `recipes/world.sh
 #                grpo /work/rl5` (169 updates in the 45 min) scored lower (all tasks 0.565 against 0.617): not shipped.
+#                GRPO on the plan alone from chunk 5 (not shipped): `recipes/world.sh grpo /work/rl6 plan 20` (all 240
+#                updates in 18.3 min), and the same command with --kl-beta 0.1 --held-out-every 40 --max-minutes 18, out
+#                /work/rl6/grpo-plan-kl.
 #   dpo: `recipes/world.sh dpo /work/rl` (2 rounds, 12.3 min), not shipped.
 #   grpo on the world judge (not shipped): `recipes/world.sh grpo /work/rl binary 40` (stopped at 38.0 min by 21
 #                batches in a row without signal; 112 updates, its update-100 checkpoint evaluated) and
@@ -64,7 +75,7 @@
 # One run at a time on both cores: two side by side on one thread each took about 5 s a step each. Policies
 # train in float32 (--no-bf16): under bfloat16 autocast a step took 1.5-1.7x as long on this CPU.
 set -euo pipefail
-STAGE=${1:?vq, base, sft, judge, grpo, dpo or export}
+STAGE=${1:?vq, base, sft, judge, detector, grpo, dpo or export}
 RUNS=${2:-runs}
 export OMP_WAIT_POLICY=PASSIVE  # as in the runs whose timings are given above
 ASSETS=$(python -c "import thinkdraw, pathlib; print(pathlib.Path(thinkdraw.__file__).parent / 'assets')")
@@ -83,12 +94,21 @@ judge)
     thinkdraw world rollouts "$RUNS/rollouts" --split train --prompts 1500 --per-prompt 2 --threads 2
     thinkdraw train judge --rollouts "$RUNS/rollouts" --scenes 1000 --out "$RUNS/judge" --steps 2000 \
         --batch-size 32 --lr 1e-3 --max-minutes "${3:-50}" --save-every 200 --threads 2 ;;
+detector)
+    thinkdraw world rollouts "$RUNS/rollouts" --split train --prompts 1500 --per-prompt 2 --threads 2
+    thinkdraw world rollouts "$RUNS/rollouts-grpo" --model grpo --split train --prompts 500 --per-prompt 2 --threads 2
+    thinkdraw train detector --rollouts "$RUNS/rollouts" --rollouts "$RUNS/rollouts-grpo" --scenes 4000 --out "$RUNS/detector" \
+        --steps 4000 --batch-size 32 --lr 2e-3 --max-minutes "${3:-25}" --save-every 250 --threads 2 ;;
 grpo)
     reward=${3:-geneval}
-    held=(); [ "$reward" = geneval ] || held=(--held-out-every 20 --held-out-prompts 48)
-    rm -rf "$RUNS/grpo-$reward"
-    thinkdraw train grpo "$ASSETS/sft" --out "$RUNS/grpo-$reward" --reward "$reward" --steps 180 --cfg-scale 2 \
-        --max-minutes "${4:-45}" --save-every 20 --threads 2 "${held[@]}" ;;
+    init=${5:-$ASSETS/sft}
+    out="$RUNS/grpo-$reward${5:+-from-$(basename "$(dirname "$init")")}"
+    extra=(--steps 180)
+    if [ "$reward" = plan ]; then extra=(--steps 240 --plan-only --prompts-per-batch 16); fi
+    [ "$reward" = geneval ] || extra+=(--held-out-every 20 --held-out-prompts 48)
+    rm -rf "$out"
+    thinkdraw train grpo "$init" --out "$out" --reward "$reward" --cfg-scale 2 --max-minutes "${4:-45}" \
+        --save-every 20 --threads 2 "${extra[@]}" ;;
 dpo)
     reward=${3:-pi}
     rm -rf "$RUNS/dpo-$reward"
@@ -96,10 +116,10 @@ dpo)
         --prompts-per-round 128 --candidates 4 --steps-per-round 40 --batch-size 8 --lr 5e-5 --cfg-scale 2 \
         --save-every 20 --held-out-every 20 --held-out-prompts 48 --threads 2 ;;
 export)
-    part=${3:?vq, base, sft, judge or a run folder such as grpo-geneval}
+    part=${3:?vq, base, sft, judge, detector or a run folder such as grpo-geneval}
     name=${part%%-*}
     rm -rf "${ASSETS:?}/$name"
     thinkdraw train export "$RUNS/$part/checkpoint" "$ASSETS/$name" --dtype float16 ${4:+--cfg-scale "$4"} ;;
 *)
-    echo "unknown stage $STAGE: vq, base, sft, judge, grpo, dpo or export" >&2; exit 2 ;;
+    echo "unknown stage $STAGE: vq, base, sft, judge, detector, grpo, dpo or export" >&2; exit 2 ;;
 esac

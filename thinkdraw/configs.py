@@ -228,6 +228,41 @@ class TrainJudgeConfig:
 
 
 @dataclass
+class TrainDetectorConfig:
+    """Train the world's learned detector (the rule judge's eyes) on the policy's rollouts and spoilt scenes,
+    labelled by the exact detector."""
+
+    rollouts: list[Path] = option([], "rollout folders (`thinkdraw world rollouts`) to learn from")
+    scenes: int = option(4000, "rendered scenes added (half given one mistake), through the policy's VQ")
+    model: str = option("sft", "the policy whose VQ decodes the images (sft, base, a path)")
+    out: Path = option(Path("runs/detector"), "run folder: data.npz, checkpoint/ and log.jsonl go here")
+    steps: int = option(4000, "optimizer steps")
+    batch_size: int = option(32, "images per batch")
+    lr: float = option(2e-3, "peak learning rate (AdamW), cosine decay after warm-up")
+    warmup: int = option(100, "warm-up steps")
+    width: int = option(64, "the net's channels")
+    save_every: int = option(500, "checkpoint every this many steps")
+    max_minutes: float = option(0.0, "stop (and save) after this many minutes; 0: no limit")
+    accumulation: int = option(1, "split each step's batch into this many micro-batches (same update, less memory)")
+    clip: float = option(1.0, "clip the gradient norm to this (0: no clip)")
+    device: str = option("auto", "auto (a GPU when there is one), cpu, cuda or cuda:N")
+    threads: int = option(2, "CPU threads for torch (0: torch's default)")
+    seed: int = option(0, "random seed (data and initialisation)")
+    resume: bool = option(False, "continue from OUT/checkpoint (and OUT/data.npz)")
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1 or self.width < 8 or self.width % 8:
+            raise ThinkdrawError("--steps and --batch-size must be at least 1, --width a multiple of 8")
+        for folder in self.rollouts:
+            if not folder.is_dir():
+                raise ThinkdrawError(f"--rollouts {folder}: no such folder")
+        if not self.rollouts and self.scenes < 1:
+            raise ThinkdrawError("nothing to learn from: give --rollouts folders or --scenes N")
+        check_steps(self)
+        check_resume(self.resume, self.out)
+
+
+@dataclass
 class ServeJudgeConfig:
     """Serve a local judge over an OpenAI-compatible API (chat completions with log-probs), as vLLM would."""
 

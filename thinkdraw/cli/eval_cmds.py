@@ -269,12 +269,12 @@ def print_dpg(summary: DPGSummary, console: Console) -> None:
 def dpg(config: EvalDPGConfig) -> None:
     from thinkdraw.evaluator import dpg as bench
     from thinkdraw.judges.load import load_judge
-    from thinkdraw.world.registry import SHIPPED_JUDGES
+    from thinkdraw.world.registry import chat_judge
 
     questions = bench.read_questions(config.questions)
     images = bench.read_images(config.folder, list(questions), config.partial)  # before loading the judge
     device = Runtime.create(config.device, "float32").device
-    vqa = JudgeVQA(load_judge(str(SHIPPED_JUDGES.get(config.judge, config.judge)), device=device))
+    vqa = JudgeVQA(load_judge(chat_judge(config.judge), device=device))
     start = time.perf_counter()
     with progress_bar("scoring", len(images)) as advance:
         results = bench.evaluate_images(images, questions, vqa, config.pic_num, config.resolution or None, advance)

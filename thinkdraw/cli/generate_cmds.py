@@ -71,10 +71,10 @@ def generate(config: GenerateConfig) -> None:
     world = is_world_model(path)
     judge = None
     if config.verifier != "none":
-        from thinkdraw.judges.load import load_judge
+        from thinkdraw.judges.load import resolve_judge
         from thinkdraw.world.registry import SHIPPED_JUDGES
 
-        judge = load_judge(str(SHIPPED_JUDGES.get(config.judge, config.judge)), device=runtime.device)
+        judge = resolve_judge(config.judge, SHIPPED_JUDGES, device=runtime.device)
     if config.prompt is not None and judge is not None:
         _verified_grid(config, load_policy(path, runtime, world), judge, COLORS if world else None)
         return

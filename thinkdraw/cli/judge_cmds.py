@@ -9,12 +9,10 @@ def serve_judge(config: ServeJudgeConfig) -> None:
     from thinkdraw.judges.server import serve
     from thinkdraw.judges.vlm import VLMChat
     from thinkdraw.runtime import Runtime
-    from thinkdraw.world.registry import SHIPPED_JUDGES
+    from thinkdraw.world.registry import chat_judge
 
     runtime = Runtime.create(config.device, "auto", config.threads)
-    chat = VLMChat.load(
-        str(SHIPPED_JUDGES.get(config.judge, config.judge)), device=runtime.device, max_batch=config.max_batch
-    )
+    chat = VLMChat.load(chat_judge(config.judge), device=runtime.device, max_batch=config.max_batch)
     serve(
         chat,
         host=config.host,

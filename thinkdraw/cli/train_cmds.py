@@ -9,6 +9,7 @@ from thinkdraw.configs import (
     ExportConfig,
     TrainDPOConfig,
     TrainGRPOConfig,
+    TrainDetectorConfig,
     TrainJudgeConfig,
     TrainPolicyConfig,
     TrainVQConfig,
@@ -49,14 +50,23 @@ def judge(config: TrainJudgeConfig) -> None:
     train_world_judge(config, echo=typer.echo)
 
 
+def detector(config: TrainDetectorConfig) -> None:
+    from thinkdraw.world.learned_detector import train_world_detector
+
+    train_world_detector(config, echo=typer.echo)
+
+
 def export(config: ExportConfig) -> None:
     import torch
 
     from thinkdraw.checkpoint import export_checkpoint, read_meta
 
     dtype = getattr(torch, config.dtype)
-    if read_meta(config.checkpoint).get("kind") == "judge":
+    kind = read_meta(config.checkpoint).get("kind")
+    if kind == "judge":
         _export_judge(config, dtype)
+    elif kind == "detector":
+        _export_detector(config)
     else:
         export_checkpoint(config.checkpoint, config.out, dtype, config.cfg_scale)
     size = sum(f.stat().st_size for f in config.out.iterdir()) / 2**20
@@ -77,9 +87,23 @@ def _export_judge(config: ExportConfig, dtype) -> None:
     save_checkpoint(config.out, chat.model.to(dtype), meta, tokenizer=chat.processor)
 
 
+def _export_detector(config: ExportConfig) -> None:
+    """The learned detector's copy to ship: its weights in float32 whatever --dtype says (1.3 MB; its answers
+    feed thresholds, so they stay as trained), no optimizer state."""
+    from thinkdraw.checkpoint import load_model, read_meta, save_checkpoint
+    from thinkdraw.errors import ThinkdrawError
+    from thinkdraw.world.learned_detector import DetectorNet
+
+    if config.cfg_scale is not None:
+        raise ThinkdrawError("--cfg-scale is for policies, not detectors")
+    meta = {k: v for k, v in read_meta(config.checkpoint).items() if k != "optimizer"}
+    save_checkpoint(config.out, load_model(DetectorNet, config.checkpoint), meta)
+
+
 add_command(app, "vq", TrainVQConfig, vq)
 add_command(app, "policy", TrainPolicyConfig, policy)
 add_command(app, "grpo", TrainGRPOConfig, grpo)
 add_command(app, "dpo", TrainDPOConfig, dpo)
 add_command(app, "judge", TrainJudgeConfig, judge)
+add_command(app, "detector", TrainDetectorConfig, detector)
 add_command(app, "export", ExportConfig, export)

@@ -90,13 +90,13 @@ def _stop_all(step: int, image_ids: Tensor) -> Tensor:
 
 def run_reward(config, detector=None, judges: Mapping[str, object] | None = None) -> Reward:
     """The reward of config.reward; a judged one loads config.judge (a name in `judges`, else a folder, hub id
-    or url) with thinkdraw.judges.load.load_judge."""
+    or url) with thinkdraw.judges.load.resolve_judge."""
     judge = None
     if config.needs_judge:
-        from thinkdraw.judges.load import load_judge
+        from thinkdraw.judges.load import resolve_judge
 
         device = Runtime.create(config.device, "float32", config.threads).device
-        judge = load_judge(str((judges or {}).get(config.judge, config.judge)), device=device)
+        judge = resolve_judge(config.judge, judges, device=device)
     return build_reward(config.reward, judge, detector, config.judged_by)
 
 
