@@ -60,6 +60,8 @@
 #                GRPO on the plan alone from chunk 5 (not shipped): `recipes/world.sh grpo /work/rl6 plan 20` (all 240
 #                updates in 18.3 min), and the same command with --kl-beta 0.1 --held-out-every 40 --max-minutes 18, out
 #                /work/rl6/grpo-plan-kl.
+#   detector (assets/detector, `--judge world-rules`): `recipes/world.sh detector /work/det` as written (its rollouts
+#                went to /work/det/roll-train and roll-grpo), then `export /work/det detector`.
 #   dpo: `recipes/world.sh dpo /work/rl` (2 rounds, 12.3 min), not shipped.
 #   grpo on the world judge (not shipped): `recipes/world.sh grpo /work/rl binary 40` (stopped at 38.0 min by 21
 #                batches in a row without signal; 112 updates, its update-100 checkpoint evaluated) and

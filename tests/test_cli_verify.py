@@ -106,3 +106,14 @@ def test_serve_judge_answers_over_http(judge_dir, tmp_path):
         timeout=120,
     )
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "no judge folder" in bad.stderr
+
+
+def test_the_rule_judge_verifies_from_the_cli_and_is_not_a_chat_judge(tmp_path):
+    out = tmp_path / "grid.png"
+    args = ["generate", "a photo of a red star", "--model", "sft", "--verifier", "bon", "-N", "2", "--judge"]
+    result = invoke(*args, "world-rules", "-o", out, *FAST)
+    assert result.exit_code == 0, result.output
+    assert sum("<- pick" in line for line in result.output.splitlines()) == 1
+    unknown = invoke(args[0], "a photo of a star above a star", *args[2:], "world-rules", "-o", out, *FAST)
+    assert_one_line_error(unknown, "no GenEval record for the prompt")
+    assert_one_line_error(invoke("serve-judge", "world-rules"), "answers by GenEval's rules, not by chat")

@@ -39,7 +39,7 @@ ALLOWED: dict[str, set[str]] = {
     "runtime": {"errors"},
     "configs": {"errors", "plan", "engine", "runtime", "checkpoint", "verifiers", "rewards", "evaluator", "judges"},
     "policy": {"errors", "plan", "engine", "checkpoint", "runtime"},
-    "judges": {"errors", "plan"},
+    "judges": {"errors", "plan", "evaluator"},  # the rule judge: GenEval's rules over a detector
     "rewards": {"errors", "plan", "evaluator", "judges"},
     "verifiers": {"errors", "plan", "engine", "policy", "judges"},
     "trainers": {"errors", "plan", "engine", "checkpoint", "runtime", "policy", "configs", "judges", "rewards"},

@@ -342,3 +342,19 @@ def test_task_lists_agree():
     six = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
     assert GENEVAL_TASKS == SCORED == six
     assert TASKS == six + ("complex", "indirect")
+
+
+def test_record_of_reads_back_every_template_prompt():
+    from thinkdraw.world.prompts import record_of
+    from thinkdraw.world.splits import load_split
+
+    rng = random.Random(5)
+    for task in TASKS[:-1]:  # indirect prompts name attributes by facts: not read
+        for _ in range(40):
+            record = generate(task, rng)
+            got = record_of(record["prompt"])
+            assert got["include"] == record["include"] and got.get("exclude") == record.get("exclude"), record
+            assert got["tag"] == record["tag"] or task == "complex", (record, got)  # complex may say a template
+    assert record_of(load_split("val")[0]["prompt"].replace("a photo of", "a picture of")) is None
+    for prompt in ("a photo of a star above a star", "a photo of two star", "a photo of an red star", "a photo of"):
+        assert record_of(prompt) is None, prompt

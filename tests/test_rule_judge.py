@@ -11,6 +11,7 @@ from thinkdraw.judges.rules import RuleJudge
 from thinkdraw.plan import to_grid
 from thinkdraw.world.data import feedback_sentence
 from thinkdraw.world.detector import WorldDetector
+from thinkdraw.world.layout import random_layout
 from thinkdraw.world.learned_detector import (
     STRIDE,
     DetectorNet,
@@ -21,7 +22,6 @@ from thinkdraw.world.learned_detector import (
     pixels_of,
     targets,
 )
-from thinkdraw.world.layout import random_layout
 from thinkdraw.world.plans import plan_of_scene
 from thinkdraw.world.render import WorldObject, render, render_image
 from thinkdraw.world.spec import CANVAS
@@ -29,13 +29,16 @@ from thinkdraw.world.spec import CANVAS
 RECORD = {
     "tag": "position",
     "prompt": "a photo of a red circle above a blue square",
-    "include": [{"class": "circle", "count": 1, "color": "red"}, {"class": "square", "count": 1, "color": "blue", "position": ["below", 0]}],
+    "include": [
+        {"class": "circle", "count": 1, "color": "red"},
+        {"class": "square", "count": 1, "color": "blue", "position": ["below", 0]},
+    ],
 }
 RIGHT = [WorldObject("circle", "red", 20, 4, 16), WorldObject("square", "blue", 20, 40, 16)]
 
 
 def rule_judge():
-    return RuleJudge(WorldDetector(), {RECORD["prompt"]: RECORD}, feedback_sentence)
+    return RuleJudge(WorldDetector(), {RECORD["prompt"]: RECORD}.get, feedback_sentence)
 
 
 def query(objects, progress=1.0, plan=None):
@@ -68,7 +71,10 @@ def test_a_partial_image_is_judged_by_the_objects_drawn_whole():
     assert judge.yes([query(two_red, 0.5)], "potential") == [0.0]  # the square is not below the circle: lost
     assert judge.yes([query(two_red, 0.5)], "clarity") == [1.0]
     assert judge.yes([top_wrong], "process") == [0.0]  # the circle is drawn whole, and green
-    assert judge.yes([whole(top_wrong), whole(top_right)], "outcome") == [0.0, 0.25]  # progress 1: the rules on the whole image
+    assert judge.yes([whole(top_wrong), whole(top_right)], "outcome") == [
+        0.0,
+        0.25,
+    ]  # progress 1: the rules on the whole image
 
 
 def test_ground_semantic_spatial_and_unknown_prompts():

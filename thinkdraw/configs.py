@@ -86,8 +86,40 @@ def check_resume(resume: bool, out: Path) -> None:
         raise ThinkdrawError(f"--resume: no checkpoint at {out / 'checkpoint'}")
 
 
+@dataclass(kw_only=True)
+class StepLoopOptions:
+    """The step loop's options (thinkdraw.trainers.common.run_steps) that the VQ, policy, judge and detector
+    trainers share; each config checks them with check_steps and check_resume."""
+
+    save_every: int = option(500, "checkpoint every this many steps")
+    max_minutes: float = option(0.0, "stop (and save) after this many minutes; 0: no limit")
+    accumulation: int = option(1, "split each step's batch into this many micro-batches (same update, less memory)")
+    clip: float = option(1.0, "clip the gradient norm to this (0: no clip)")
+    device: str = option("auto", "auto (a GPU when there is one), cpu, cuda or cuda:N")
+    threads: int = option(2, "CPU threads for torch (0: torch's default)")
+    seed: int = option(0, "random seed (data and initialisation)")
+    resume: bool = option(False, "continue from OUT/checkpoint")
+
+
+@dataclass(kw_only=True)
+class LabelledImageOptions:
+    """What the world's learned judges learn from: the policy's rollouts and spoilt rendered scenes, labelled by
+    the exact detector."""
+
+    rollouts: list[Path] = option([], "rollout folders (`thinkdraw world rollouts`) to learn from")
+    scenes: int = option(2000, "rendered scenes added (half given one mistake), through the policy's VQ")
+    model: str = option("sft", "the policy whose VQ decodes the images and partial images (sft, base, a path)")
+
+    def check_sources(self) -> None:
+        for folder in self.rollouts:
+            if not folder.is_dir():
+                raise ThinkdrawError(f"--rollouts {folder}: no such folder")
+        if not self.rollouts and self.scenes < 1:
+            raise ThinkdrawError("nothing to learn from: give --rollouts folders or --scenes N")
+
+
 @dataclass
-class TrainVQConfig:
+class TrainVQConfig(StepLoopOptions):
     """Train the VQ image tokenizer on rendered world scenes."""
 
     out: Path = option(Path("runs/vq"), "run folder: checkpoint/ and log.jsonl go here")
@@ -101,14 +133,6 @@ class TrainVQConfig:
     max_objects: int = option(8, "scenes have 1 to this many objects")
     codebook_scenes: int = option(3000, "random scenes whose most common distinct patches become the codebook")
     bf16: bool = option(True, "decode under bfloat16 autocast while training (tokens stay float32)")
-    save_every: int = option(500, "checkpoint every this many steps")
-    max_minutes: float = option(0.0, "stop (and save) after this many minutes; 0: no limit")
-    accumulation: int = option(1, "split each step's batch into this many micro-batches (less memory)")
-    clip: float = option(1.0, "clip the gradient norm to this (0: no clip)")
-    device: str = option("auto", "auto (a GPU when there is one), cpu, cuda or cuda:N")
-    threads: int = option(2, "CPU threads for torch (0: torch's default)")
-    seed: int = option(0, "random seed (data and initialisation)")
-    resume: bool = option(False, "continue from OUT/checkpoint")
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
@@ -122,7 +146,7 @@ class TrainVQConfig:
 
 
 @dataclass
-class TrainPolicyConfig:
+class TrainPolicyConfig(StepLoopOptions):
     """Train the world policy: stage base (prompt -> image) or sft (prompt -> plan -> image)."""
 
     stage: str = option(help="base or sft", argument=True)
@@ -147,14 +171,6 @@ class TrainPolicyConfig:
     layout: bool = option(True, "plan-guided positions: image patches are told the planned box they lie in")
     hidden: int = option(192, "base: LM width")
     layers: int = option(6, "base: LM layers")
-    save_every: int = option(500, "checkpoint every this many steps")
-    max_minutes: float = option(0.0, "stop (and save) after this many minutes; 0: no limit")
-    accumulation: int = option(1, "split each step's batch into this many micro-batches (same update, less memory)")
-    clip: float = option(1.0, "clip the gradient norm to this (0: no clip)")
-    device: str = option("auto", "auto (a GPU when there is one), cpu, cuda or cuda:N")
-    threads: int = option(2, "CPU threads for torch (0: torch's default)")
-    seed: int = option(0, "random seed")
-    resume: bool = option(False, "continue from OUT/checkpoint")
 
     def __post_init__(self):
         if self.stage not in STAGES:
@@ -179,12 +195,9 @@ class TrainPolicyConfig:
 
 
 @dataclass
-class TrainJudgeConfig:
+class TrainJudgeConfig(StepLoopOptions, LabelledImageOptions):
     """Train a world judge (a tiny LLaVA) on the policy's rollouts and spoilt scenes, labelled by the detector."""
 
-    rollouts: list[Path] = option([], "rollout folders (`thinkdraw world rollouts`) to learn from")
-    scenes: int = option(2000, "rendered scenes added (half given one mistake), through the policy's VQ")
-    model: str = option("sft", "the policy whose VQ makes the scenes' images and partial images (sft, base, a path)")
     out: Path = option(Path("runs/judge"), "run folder: checkpoint/ and log.jsonl go here")
     steps: int = option(3000, "optimizer steps")
     batch_size: int = option(32, "examples per batch")
@@ -201,23 +214,11 @@ class TrainJudgeConfig:
         "answers' accuracy in benchmarks/judge_ablation.py)",
     )
     asks: list[str] = option([], "learn only these questions (outcome, process, clarity, ...); empty: all")
-    save_every: int = option(500, "checkpoint every this many steps")
-    max_minutes: float = option(0.0, "stop (and save) after this many minutes; 0: no limit")
-    accumulation: int = option(1, "split each step's batch into this many micro-batches (same update, less memory)")
-    clip: float = option(1.0, "clip the gradient norm to this (0: no clip)")
-    device: str = option("auto", "auto (a GPU when there is one), cpu, cuda or cuda:N")
-    threads: int = option(2, "CPU threads for torch (0: torch's default)")
-    seed: int = option(0, "random seed (data and initialisation)")
-    resume: bool = option(False, "continue from OUT/checkpoint")
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
             raise ThinkdrawError("--steps and --batch-size must be at least 1")
-        for folder in self.rollouts:
-            if not folder.is_dir():
-                raise ThinkdrawError(f"--rollouts {folder}: no such folder")
-        if not self.rollouts and self.scenes < 1:
-            raise ThinkdrawError("nothing to learn from: give --rollouts folders or --scenes N")
+        self.check_sources()
         if 64 % self.patch:
             raise ThinkdrawError(f"--patch {self.patch} must divide the 64-pixel image")
         unknown = sorted(set(self.asks) - set(ASKS))
@@ -228,36 +229,21 @@ class TrainJudgeConfig:
 
 
 @dataclass
-class TrainDetectorConfig:
+class TrainDetectorConfig(StepLoopOptions, LabelledImageOptions):
     """Train the world's learned detector (the rule judge's eyes) on the policy's rollouts and spoilt scenes,
     labelled by the exact detector."""
 
-    rollouts: list[Path] = option([], "rollout folders (`thinkdraw world rollouts`) to learn from")
-    scenes: int = option(4000, "rendered scenes added (half given one mistake), through the policy's VQ")
-    model: str = option("sft", "the policy whose VQ decodes the images (sft, base, a path)")
     out: Path = option(Path("runs/detector"), "run folder: data.npz, checkpoint/ and log.jsonl go here")
     steps: int = option(4000, "optimizer steps")
     batch_size: int = option(32, "images per batch")
     lr: float = option(2e-3, "peak learning rate (AdamW), cosine decay after warm-up")
     warmup: int = option(100, "warm-up steps")
     width: int = option(64, "the net's channels")
-    save_every: int = option(500, "checkpoint every this many steps")
-    max_minutes: float = option(0.0, "stop (and save) after this many minutes; 0: no limit")
-    accumulation: int = option(1, "split each step's batch into this many micro-batches (same update, less memory)")
-    clip: float = option(1.0, "clip the gradient norm to this (0: no clip)")
-    device: str = option("auto", "auto (a GPU when there is one), cpu, cuda or cuda:N")
-    threads: int = option(2, "CPU threads for torch (0: torch's default)")
-    seed: int = option(0, "random seed (data and initialisation)")
-    resume: bool = option(False, "continue from OUT/checkpoint (and OUT/data.npz)")
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1 or self.width < 8 or self.width % 8:
             raise ThinkdrawError("--steps and --batch-size must be at least 1, --width a multiple of 8")
-        for folder in self.rollouts:
-            if not folder.is_dir():
-                raise ThinkdrawError(f"--rollouts {folder}: no such folder")
-        if not self.rollouts and self.scenes < 1:
-            raise ThinkdrawError("nothing to learn from: give --rollouts folders or --scenes N")
+        self.check_sources()
         check_steps(self)
         check_resume(self.resume, self.out)
 
@@ -565,7 +551,11 @@ class GenerateConfig:
     sampling: SamplingSettings = nested(SamplingSettings)
     verifier: str = option("none", f"pick each image from -N candidates with a judge: none, {', '.join(VERIFIERS)}")
     verifying: VerifierSettings = nested(VerifierSettings)
-    judge: str = option("world", "with --verifier: world (the shipped world judge), a folder, a hub id or a server url")
+    judge: str = option(
+        "world-rules",
+        "with --verifier: world-rules (GenEval's rules over the learned world detector), world (the tiny LLaVA "
+        "judge), a folder, a hub id or a server url",
+    )
     seed: int = option(0, "random seed")
     batch_size: int = option(16, "rows sampled together")
     device: str = option("auto", "auto (a GPU when there is one), cpu, cuda or cuda:N")

@@ -7,9 +7,9 @@ import typer
 from thinkdraw.cli.config import add_command
 from thinkdraw.configs import (
     ExportConfig,
+    TrainDetectorConfig,
     TrainDPOConfig,
     TrainGRPOConfig,
-    TrainDetectorConfig,
     TrainJudgeConfig,
     TrainPolicyConfig,
     TrainVQConfig,
@@ -66,7 +66,7 @@ def export(config: ExportConfig) -> None:
     if kind == "judge":
         _export_judge(config, dtype)
     elif kind == "detector":
-        _export_detector(config)
+        _export_detector(config, dtype)
     else:
         export_checkpoint(config.checkpoint, config.out, dtype, config.cfg_scale)
     size = sum(f.stat().st_size for f in config.out.iterdir()) / 2**20
@@ -87,9 +87,8 @@ def _export_judge(config: ExportConfig, dtype) -> None:
     save_checkpoint(config.out, chat.model.to(dtype), meta, tokenizer=chat.processor)
 
 
-def _export_detector(config: ExportConfig) -> None:
-    """The learned detector's copy to ship: its weights in float32 whatever --dtype says (1.3 MB; its answers
-    feed thresholds, so they stay as trained), no optimizer state."""
+def _export_detector(config: ExportConfig, dtype) -> None:
+    """The learned detector's copy to ship: its weights in `dtype` (it runs in float32), no optimizer state."""
     from thinkdraw.checkpoint import load_model, read_meta, save_checkpoint
     from thinkdraw.errors import ThinkdrawError
     from thinkdraw.world.learned_detector import DetectorNet
@@ -97,7 +96,8 @@ def _export_detector(config: ExportConfig) -> None:
     if config.cfg_scale is not None:
         raise ThinkdrawError("--cfg-scale is for policies, not detectors")
     meta = {k: v for k, v in read_meta(config.checkpoint).items() if k != "optimizer"}
-    save_checkpoint(config.out, load_model(DetectorNet, config.checkpoint), meta)
+    meta["exported_dtype"] = config.dtype
+    save_checkpoint(config.out, load_model(DetectorNet, config.checkpoint).to(dtype), meta)
 
 
 add_command(app, "vq", TrainVQConfig, vq)

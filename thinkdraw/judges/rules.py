@@ -1,8 +1,9 @@
 """A judge that answers by GenEval's rules over a detector's findings: the Judge protocol for Mask2Former on real
 images (with GenEval's metadata), or for a detector learned in the world.
 
-It needs each prompt's GenEval record (its include / exclude clauses): `records` maps prompt text to record, and a
-prompt it does not know is a JudgeError naming it. Its answers:
+It needs each prompt's GenEval record (its include / exclude clauses): `record_of(prompt)` gives it (GenEval's
+metadata file as a dict's `get`, or an environment's prompt reader), and a prompt without one is a JudgeError
+naming it. Its answers:
 
     outcome, reflect   1.0 when the image passes the rules; else half the share of include clauses met (0 when
                        an exclude clause fails), so near misses rank above far ones in best-of-N
@@ -26,7 +27,7 @@ Colours come from detector.colors, so a detector that reads them itself and one 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 from thinkdraw.evaluator.detection import Detection, Detector
 from thinkdraw.evaluator.plans import check_plan
@@ -56,13 +57,13 @@ class RuleJudge:
     def __init__(
         self,
         detector: Detector,
-        records: Mapping[str, dict],
+        record_of: Callable[[str], dict | None],
         feedback_of: Callable[[dict, Verdict], str] = _failure_messages,
     ):
-        self.detector, self.records, self.feedback_of = detector, records, feedback_of
+        self.detector, self.record_of, self.feedback_of = detector, record_of, feedback_of
 
     def _record(self, query: Query) -> dict:
-        record = self.records.get(query.prompt)
+        record = self.record_of(query.prompt)
         if record is None:
             raise JudgeError(f"the rule judge has no GenEval record for the prompt {query.prompt!r}")
         return record

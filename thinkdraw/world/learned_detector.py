@@ -54,7 +54,9 @@ class DetectorNet(PreTrainedModel):
     def __init__(self, config: DetectorNetConfig):
         super().__init__(config)
         w = config.width
-        self.stem = nn.Sequential(nn.Conv2d(3, w, 3, padding=1), nn.ReLU(), nn.Conv2d(w, w, 3, stride=STRIDE, padding=1))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, w, 3, padding=1), nn.ReLU(), nn.Conv2d(w, w, 3, stride=STRIDE, padding=1)
+        )
         self.blocks = nn.ModuleList(nn.Conv2d(w, w, 3, padding=d, dilation=d) for d in config.dilations)
         self.norms = nn.ModuleList(nn.GroupNorm(8, w) for _ in config.dilations)
         self.head = nn.Sequential(nn.Conv2d(w, w, 3, padding=1), nn.ReLU(), nn.Conv2d(w, self.outputs, 1))

@@ -225,6 +225,51 @@ GENERATORS = {
 }
 
 
+_NUMBER_WORDS = {word: n for n, word in NUMBERS.items()}
+_NOUNS = {noun(shape, count): (shape, count > 1) for shape in SHAPES for count in (1, 2)}
+_TEMPLATE_TASKS = (  # (phrases, counted, coloured, relation) -> the GenEval template that says exactly that
+    ("single_object", lambda ps, rel: len(ps) == 1 and ps[0].count == 1 and not ps[0].color),
+    ("counting", lambda ps, rel: len(ps) == 1 and 2 <= ps[0].count <= 4 and not ps[0].color),
+    ("colors", lambda ps, rel: len(ps) == 1 and ps[0].count == 1 and ps[0].color),
+    ("two_object", lambda ps, rel: len(ps) == 2 and not rel and all(p.count == 1 and not p.color for p in ps)),
+    ("position", lambda ps, rel: len(ps) == 2 and rel and all(p.count == 1 and not p.color for p in ps)),
+    ("color_attr", lambda ps, rel: len(ps) == 2 and not rel and all(p.count == 1 and p.color for p in ps)),
+)
+
+
+def _phrase(text: str) -> Phrase | None:
+    words = text.split()
+    if len(words) not in (2, 3) or words[-1] not in _NOUNS:
+        return None
+    shape, plural = _NOUNS[words[-1]]
+    count = 1 if words[0] in ("a", "an") else _NUMBER_WORDS.get(words[0])
+    color = words[1] if len(words) == 3 else None
+    if count is None or (count > 1) != plural or (color is not None and color not in COLORS):
+        return None
+    return Phrase(shape, count, color)
+
+
+def record_of(prompt: str) -> dict | None:
+    """The GenEval record of a prompt the world's templates can say (every task but indirect, whose facts are not
+    parsed), or None: the prompt is read into phrases and a relation, said again by the generators' own
+    composition, and kept only when that gives back the same text."""
+    if not prompt.startswith("a photo of "):
+        return None
+    parts = prompt.removeprefix("a photo of ").replace(" and ", ", ").split(", ")
+    relation, texts = None, parts
+    for rel in RELATIONS:
+        subject, found, target = parts[0].partition(f" {rel} ")
+        if found:
+            relation, texts = rel, [subject, target, *parts[1:]]
+            break
+    phrases = [_phrase(t) for t in texts]
+    if None in phrases or len({p.shape for p in phrases}) < len(phrases):
+        return None
+    tag = next((task for task, fits in _TEMPLATE_TASKS if fits(phrases, relation)), "complex")
+    record = _compose(tag, phrases, [p.text() for p in phrases], relation)
+    return record if record["prompt"] == prompt else None
+
+
 def generate(task: str, rng: random.Random) -> dict:
     return GENERATORS[task](rng)
 

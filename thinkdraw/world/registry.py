@@ -13,16 +13,17 @@ SHIPPED_MODELS = {"base": ASSETS / "base", "sft": ASSETS / "sft", "grpo": ASSETS
 
 def rule_judge(device: str = "cpu"):
     """GenEval's rules over the shipped learned detector (--judge world-rules): a world judge that reads images
-    as the exact detector does without calling it; it knows every prompt of the world's splits and small tasks."""
+    as the exact detector does without calling it. It knows the records of the world's splits and every prompt
+    the templates can say (indirect ones only from the splits)."""
     from thinkdraw.judges.rules import RuleJudge
     from thinkdraw.world.data import feedback_sentence
     from thinkdraw.world.learned_detector import LearnedWorldDetector
-    from thinkdraw.world.prompts import TASKS, all_prompts
+    from thinkdraw.world.prompts import record_of
     from thinkdraw.world.splits import SPLIT_NAMES, load_split
 
-    records = [r for name in SPLIT_NAMES for r in load_split(name)]
-    records += [r for task in TASKS for r in all_prompts(task) or []]
-    return RuleJudge(LearnedWorldDetector.load(ASSETS / "detector", device), {r["prompt"]: r for r in records}, feedback_sentence)
+    records = {r["prompt"]: r for name in SPLIT_NAMES for r in load_split(name)}
+    detector = LearnedWorldDetector.load(ASSETS / "detector", device)
+    return RuleJudge(detector, lambda prompt: records.get(prompt) or record_of(prompt), feedback_sentence)
 
 
 # --judge world: the tiny LLaVA judge; world-rules: GenEval's rules over the learned detector
@@ -36,6 +37,8 @@ def chat_judge(spec: str) -> str:
     if callable(found):
         raise ThinkdrawError(f"--judge {spec} answers by GenEval's rules, not by chat: give a chat judge here")
     return str(found)
+
+
 ENVIRONMENT = "world"  # what world checkpoints record as their environment (thinkdraw.json)
 
 DETECTORS = {"world": WorldDetector}
