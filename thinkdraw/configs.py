@@ -88,8 +88,8 @@ def check_resume(resume: bool, out: Path) -> None:
 
 @dataclass(kw_only=True)
 class StepLoopOptions:
-    """The step loop's options (thinkdraw.trainers.common.run_steps) that the VQ, policy, judge and detector
-    trainers share; each config checks them with check_steps and check_resume."""
+    """The step loop's options (thinkdraw.trainers.common.run_steps) that every trainer's config shares (GRPO and
+    DPO set their own save_every and accumulation); each config checks them."""
 
     save_every: int = option(500, "checkpoint every this many steps")
     max_minutes: float = option(0.0, "stop (and save) after this many minutes; 0: no limit")
@@ -97,7 +97,7 @@ class StepLoopOptions:
     clip: float = option(1.0, "clip the gradient norm to this (0: no clip)")
     device: str = option("auto", "auto (a GPU when there is one), cpu, cuda or cuda:N")
     threads: int = option(2, "CPU threads for torch (0: torch's default)")
-    seed: int = option(0, "random seed (data and initialisation)")
+    seed: int = option(0, "random seed (data, initialisation, samples)")
     resume: bool = option(False, "continue from OUT/checkpoint")
 
 
@@ -278,7 +278,7 @@ ENTROPY_OPTIONS = tuple(f"entropy_{kind}_{part}" for kind in ("text", "image") f
 
 
 @dataclass(kw_only=True)
-class RolloutOptions:
+class RolloutOptions(StepLoopOptions):
     """The options GRPO and DPO share (the prompts, the judge, thinking, sampling, LoRA, held-out scoring, the
     loop's budget and runtime), their checks, whether the reward needs a judge, and the sampling settings. Each
     config adds its own (reward, out, steps, ...) and calls check_rollout_options from its __post_init__."""
@@ -311,12 +311,6 @@ class RolloutOptions:
         0, "every this many updates, draw held-back prompts and log their reward and exact score (0: off)"
     )
     held_out_prompts: int = option(64, "--held-out-every: held-back prompts drawn (one image each)")
-    max_minutes: float = option(0.0, "stop (and save) after this many minutes; 0: no limit")
-    clip: float = option(1.0, "clip the gradient norm to this (0: no clip)")
-    device: str = option("auto", "auto (a GPU when there is one), cpu, cuda or cuda:N")
-    threads: int = option(2, "CPU threads for torch (0: torch's default)")
-    seed: int = option(0, "random seed (prompts, samples, batches)")
-    resume: bool = option(False, "continue from OUT/checkpoint")
 
     def check_rollout_options(self, rows: int) -> None:
         """The shared options' checks; `rows`: the sequences of one update, which accumulation splits."""
