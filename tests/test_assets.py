@@ -17,12 +17,13 @@ from thinkdraw.world.train_vq import roundtrip_accuracy
 torch.set_num_threads(1)
 
 
-def test_five_checkpoints_within_40_mb():
-    assert sorted(p.name for p in ASSETS.iterdir() if p.is_dir()) == ["base", "grpo", "judge", "sft", "vq"]
+def test_six_checkpoints_within_40_mb():
+    names = ["base", "detector", "grpo", "judge", "sft", "vq"]
+    assert sorted(p.name for p in ASSETS.iterdir() if p.is_dir()) == names
     size = sum(f.stat().st_size for f in ASSETS.rglob("*") if f.is_file())
     assert size <= 40 * 10**6, f"{size / 10**6:.1f} MB"  # the budget for shipped assets
-    kinds = [read_meta(ASSETS / p)["kind"] for p in ("vq", "base", "sft", "grpo", "judge")]
-    assert kinds == ["vq", "policy-base", "policy-sft", "policy-grpo", "judge"]
+    kinds = [read_meta(ASSETS / p)["kind"] for p in ("vq", "base", "sft", "grpo", "judge", "detector")]
+    assert kinds == ["vq", "policy-base", "policy-sft", "policy-grpo", "judge", "detector"]
     assert not any(ASSETS.rglob("trainer.safetensors"))  # no optimizer state shipped
 
 
