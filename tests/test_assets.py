@@ -80,3 +80,24 @@ def test_the_world_judge_tells_right_scenes_from_spoilt_ones():
     share_yes = sum(e.answer == "yes" for e in outcome) / len(outcome)
     assert 0.2 <= share_yes <= 0.8  # both kinds are there
     assert sum(agree) / len(agree) >= max(share_yes, 1 - share_yes) + 0.1  # 30 of 40 (0.75) when written
+
+
+def test_the_shipped_detector_reads_scenes_as_the_exact_detector_does():
+    import random
+
+    from thinkdraw.policy.vq import decode_tokens, encode_images
+    from thinkdraw.world.detector import WorldDetector
+    from thinkdraw.world.layout import random_layout
+    from thinkdraw.world.learned_detector import LearnedWorldDetector
+    from thinkdraw.world.render import render_image
+
+    vq = load_model(JanusVQVAE, ASSETS / "vq", dtype=torch.float32)
+    rng = random.Random(7)
+    scenes = [render_image(random_layout(rng, rng.randint(1, 6))) for _ in range(40)]
+    images = decode_tokens(vq, encode_images(vq, scenes))
+    learned, exact = LearnedWorldDetector.load(ASSETS / "detector"), WorldDetector()
+    key = lambda found: sorted((d.label, d.color, d.box) for d in found if d.score > 0.3)  # noqa: E731
+    for image in images:
+        mine, truth = key(learned.detect(image)), key(exact.detect(image))
+        assert [m[:2] for m in mine] == [t[:2] for t in truth]  # every object's shape and colour
+        assert all(abs(a - b) <= 1 for m, t in zip(mine, truth) for a, b in zip(m[2], t[2]))  # boxes within 1 px
