@@ -59,7 +59,8 @@
 #                grpo /work/rl5` (169 updates in the 45 min) scored lower (all tasks 0.565 against 0.617): not shipped.
 #                GRPO on the plan alone from chunk 5 (not shipped): `recipes/world.sh grpo /work/rl6 plan 20` (all 240
 #                updates in 18.3 min), and the same command with --kl-beta 0.1 --held-out-every 40 --max-minutes 18, out
-#                /work/rl6/grpo-plan-kl.
+#                /work/rl6/grpo-plan-kl; then `recipes/world.sh grpo /work/rl6 geneval 20
+#                /work/rl6/grpo-plan-kl/checkpoint` (91 updates in 20 min).
 #   detector (assets/detector, `--judge world-rules`): `recipes/world.sh detector /work/det` as written (its rollouts
 #                went to /work/det/roll-train and roll-grpo), then `export /work/det detector`.
 #   dpo: `recipes/world.sh dpo /work/rl` (2 rounds, 12.3 min), not shipped.
