@@ -13,11 +13,11 @@ from thinkdraw.configs import TrainJudgeConfig
 from thinkdraw.errors import ThinkdrawError
 from thinkdraw.evaluator.rules import judge
 from thinkdraw.judges.base import parse_box
+from thinkdraw.judges.rules import clause_share
 from thinkdraw.plan import to_grid
 from thinkdraw.world.data import with_error
 from thinkdraw.world.judge_data import (
     Drawn,
-    clauses_met,
     described,
     draw_rollouts,
     feedback_sentence,
@@ -74,9 +74,9 @@ def test_feedback_and_scores_come_from_the_failures():
     rng = random.Random(0)
     right = solve_layout(TWO, rng)
     verdict = judge(TWO, as_detections(right))
-    assert feedback_sentence(TWO, verdict) == "nothing" and clauses_met(TWO, verdict) == 1.0
+    assert feedback_sentence(TWO, verdict) == "nothing" and clause_share(TWO, verdict) == 1.0
     one = judge(TWO, as_detections(right[:1]))
-    assert feedback_sentence(TWO, one) == "There is one circle, not two." and clauses_met(TWO, one) == 0.0
+    assert feedback_sentence(TWO, one) == "There is one circle, not two." and clause_share(TWO, one) == 0.0
     blue = [replace(o, color="blue") for o in right]
     assert feedback_sentence(TWO, judge(TWO, as_detections(blue))) == "The circles are not red."
     three = as_detections(right) + [as_detections(right)[0]]

@@ -81,9 +81,14 @@ class RuleJudge:
 
     def _partial_ok(self, query: Query) -> bool:
         """Whether the objects drawn whole so far break no rule that more drawing cannot fix."""
-        _, verdict = self._verdict(query)
-        broken = [f for f in verdict.failures if f.kind not in RECOVERABLE and not f.message.startswith("no target")]
-        return not broken
+        record, verdict = self._verdict(query)
+        failed = {f.clause for f in verdict.failures if f.kind != "exclude"}
+
+        def recoverable(f) -> bool:  # a missing object, or a place relative to one (its target not drawn yet)
+            target = record["include"][f.clause]["position"][1] if f.kind == "position" else None
+            return f.kind in RECOVERABLE or (target is not None and target in failed)
+
+        return all(recoverable(f) for f in verdict.failures)
 
     def _outcome(self, query: Query) -> float:
         record, verdict = self._verdict(query)

@@ -37,9 +37,10 @@ import torch
 
 from thinkdraw.errors import ThinkdrawError
 from thinkdraw.evaluator.plans import check_plan
-from thinkdraw.evaluator.rules import Verdict, judge
+from thinkdraw.evaluator.rules import judge
 from thinkdraw.judges.base import Query, format_box
 from thinkdraw.judges.chat import Turn, turn_for
+from thinkdraw.judges.rules import clause_share
 from thinkdraw.plan import Plan, PlanError, PlanObject, draw_plan, parse_plan, to_grid
 from thinkdraw.policy.vq import encode_images
 from thinkdraw.verifiers.verify import check_steps
@@ -151,13 +152,6 @@ def rendered_scenes(policy, records: Sequence[dict], rng: random.Random, spoil: 
 # -- labels -------------------------------------------------------------------------------------------------------
 
 
-def clauses_met(record: dict, verdict: Verdict) -> float:
-    failed = {f.clause for f in verdict.failures if f.kind != "exclude"}
-    include = record["include"]
-    share = (len(include) - len(failed)) / len(include)
-    return share * (0.0 if any(f.kind == "exclude" for f in verdict.failures) else 1.0) if include else 0.0
-
-
 def grounded_box(phrase: str, planned: tuple, detections) -> tuple | None:
     """The grid box of the detected object the phrase names (shape, and colour when named) nearest the planned
     box, or None."""
@@ -218,7 +212,7 @@ def _examples_of(
         JudgeExample(drawing, "process", yes(verdict.correct)),
         JudgeExample(drawing, "potential", yes(verdict.correct)),
         JudgeExample(drawing, "clarity", yes(partial_verdict.correct == verdict.correct)),
-        JudgeExample(final, "score", str(round(10 * clauses_met(record, verdict)))),
+        JudgeExample(final, "score", str(round(10 * clause_share(record, verdict)))),
         JudgeExample(final, "feedback", feedback_sentence(record, verdict)),
     ]
     if describe:
