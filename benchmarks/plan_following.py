@@ -7,9 +7,10 @@ temperature x CFG scale asked for:
   colour at IoU >= 0.5 with the planned box;
 - extra objects per image: detections that match no planned object (same shape and colour, IoU >= 0.5).
 With the model's own plans (think, at the first temperature and CFG scale given; `--reasoning plan
-rationale` also scores its own rationales, GenEval only): parse rate, check_plan pass rate per task
-(semantic, and semantic + spatial), and the share of planned boxes that are square in pixels (every
-world box is).
+rationale none` also scores its own rationales and drawing with no thinking, GenEval only): parse rate,
+check_plan pass rate per task (semantic, and semantic + spatial), and the share of planned boxes that are
+square in pixels (every world box is). Temperature and CFG scale default to the model's own (its checkpoint's
+generation config; after a plan its image temperature may differ from the one without).
 
     python benchmarks/plan_following.py --prompts 80 --temperatures 1.0 0.7 --cfg-scales 5 --out pf.json
 """
@@ -106,7 +107,8 @@ def own_plans(policy, records, indices, args, reasoning: str = "plan") -> dict:
             seed=args.seed,
             settings=SamplingSettings(cfg_scale=args.cfg_scales[0], temperature=args.temperatures[0]),
             indices=[indices[i] for i in chunk],
-            reasoning=reasoning,
+            think=reasoning != "none",
+            reasoning="plan" if reasoning == "none" else reasoning,
         )
         for k, i in enumerate(chunk):
             for c in candidates[k * args.images_per_prompt : (k + 1) * args.images_per_prompt]:
@@ -140,13 +142,15 @@ def fmt(value: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(SHIPPED_MODELS["sft"]))
+    parser.add_argument("--model", default="sft", help="sft, grpo, base or a checkpoint folder")
     parser.add_argument("--split", default="val", choices=("val", "test"))
     parser.add_argument("--prompts", type=int, default=80, help="prompts taken evenly across the split")
     parser.add_argument("--images-per-prompt", type=int, default=4)
-    parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0])
-    parser.add_argument("--cfg-scales", type=float, nargs="+", default=[5.0])
-    parser.add_argument("--reasoning", nargs="*", default=["plan"], help="own reasoning to score: plan, rationale")
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[None], help="image-token temperatures")
+    parser.add_argument("--cfg-scales", type=float, nargs="+", default=[None])
+    parser.add_argument(
+        "--reasoning", nargs="*", default=["plan"], help="own reasoning to score: plan, rationale, none (no thinking)"
+    )
     parser.add_argument("--skip-given", action="store_true", help="only the model's own reasoning")
     parser.add_argument("--batch", type=int, default=4, help="prompts sampled together")
     parser.add_argument("--seed", type=int, default=0)
@@ -154,7 +158,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the policy runs in float32)")
     parser.add_argument("--out", default="plan_following.json")
     args = parser.parse_args()
-    policy = Policy.load(args.model, Runtime.create(args.device, "float32", args.threads))
+    policy = Policy.load(
+        SHIPPED_MODELS.get(args.model, args.model), Runtime.create(args.device, "float32", args.threads)
+    )
     split = load_split(args.split)
     step = max(1, len(split) // args.prompts)
     indices = list(range(0, len(split), step))[: args.prompts]
@@ -169,22 +175,28 @@ def main() -> None:
     for temperature in [] if args.skip_given else args.temperatures:
         for cfg in args.cfg_scales:
             began = time.perf_counter()
-            result = given_plans(
-                policy, records, indices, args, SamplingSettings(cfg_scale=cfg, temperature=temperature)
-            )
-            result.update(temperature=temperature, cfg_scale=cfg, seconds=time.perf_counter() - began)
+            used = policy.resolve(SamplingSettings(cfg_scale=cfg, temperature=temperature), after_plan=True)
+            result = given_plans(policy, records, indices, args, used)
+            result.update(temperature=used.temperature, cfg_scale=used.cfg_scale, seconds=time.perf_counter() - began)
             report["given_plans"].append(result)
             print("  " + " ".join(f"{tag} {score:.3f}" for tag, score in result["tasks"].items()))
             print(
-                f"given plans, T {temperature} CFG {cfg}: six {fmt(result['geneval_six'])} "
+                f"given plans, T {used.temperature} CFG {used.cfg_scale}: six {fmt(result['geneval_six'])} "
                 f"all {result['all_tasks']:.3f} "
                 f"box hits {result['box_hit_rate']:.3f} extra/image {result['extra_per_image']:.2f}"
             )
     for reasoning in args.reasoning:
         began = time.perf_counter()
         own = own_plans(policy, records, indices, args, reasoning)
+        used = policy.resolve(
+            SamplingSettings(cfg_scale=args.cfg_scales[0], temperature=args.temperatures[0]), reasoning == "plan"
+        )
+        own.update(temperature=used.temperature, cfg_scale=used.cfg_scale)
         report[f"own_{reasoning}"] = {**own, "seconds": time.perf_counter() - began}
-        print(f"own {reasoning}: six {fmt(own['geneval_six'])} all {own['all_tasks']:.3f}")
+        print(
+            f"own {reasoning}, T {used.temperature} CFG {used.cfg_scale}: six {fmt(own['geneval_six'])} "
+            f"all {own['all_tasks']:.3f}"
+        )
         print("  " + " ".join(f"{tag} {score:.3f}" for tag, score in own["tasks"].items()))
     if "own_plan" not in report:
         return _write(report, args.out)

@@ -55,7 +55,7 @@ class Stored:
 
 
 class CachedJudge:
-    """A judge whose yes/no answers are remembered by (question, prompt, progress, image bytes)."""
+    """A judge whose yes/no answers are remembered by (question, prompt, plan, progress, image bytes)."""
 
     def __init__(self, judge):
         self.judge, self.memo, self.asked, self.seconds = judge, {}, 0, 0.0
@@ -63,7 +63,7 @@ class CachedJudge:
     @staticmethod
     def key(question, q):
         pixels = hashlib.sha1(q.image.tobytes()).hexdigest() if q.image is not None else None
-        return (question, q.prompt, round(q.progress, 4), pixels)
+        return (question, q.prompt, q.plan, round(q.progress, 4), pixels)
 
     def yes(self, queries, question="outcome"):
         todo = [q for q in queries if self.key(question, q) not in self.memo]

@@ -21,19 +21,23 @@
 #   recipes/world.sh grpo   RUNS [REWARD MINUTES INIT]
 #                                     GRPO from the shipped SFT (or the policy INIT; the run folder is then named
 #                                     after INIT's run too), rewarded by REWARD (default geneval: GenEval's rules over
-#                                     the exact detector; binary, got, pi...: the shipped world judge; plan: GenEval's
-#                                     rules on the plan, trained with --plan-only, 16 prompts a batch, 240 updates),
-#                                     4 prompts x 8 rollouts a batch, 2 updates each, CFG 2 as the model generates, at
-#                                     most MINUTES (45); any reward but geneval also logs held-back val prompts'
-#                                     reward and exact score
+#                                     the exact detector; binary, got, pi...: the shipped world judge), 4 prompts x 8
+#                                     rollouts a batch, 2 updates each, CFG 2, at most MINUTES (45); any reward but
+#                                     geneval also logs held-back val prompts' reward and exact score. REWARD plan:
+#                                     GenEval's rules on the plan, the plan alone trained (--plan-only, no image drawn),
+#                                     KL 0.1 to the start, 16 prompts x 8 plans a batch, 560 updates, held-back images
+#                                     drawn greedily without guidance, as the shipped models draw
 #   recipes/world.sh dpo    RUNS [REWARD ROUNDS]
 #                                     iterative DPO from the shipped SFT: ROUNDS (2) rounds of 128 prompts x 4 samples,
 #                                     the best and worst by REWARD (default pi: the world judge's P(yes)) a pair, 40
 #                                     updates of 8 pairs each; RUNS/dpo/rounds/1 is plain DPO
-#   recipes/world.sh export RUNS PART [CFG]
+#   recipes/world.sh export RUNS PART [CFG PLAN_CFG PLAN_TEMPERATURE]
 #                                     an fp16 copy of RUNS/PART/checkpoint into thinkdraw/assets/NAME, NAME being PART
 #                                     up to its first "-" (PART: vq, base, sft, judge, detector, or a run such as grpo-geneval;
-#                                     CFG: the guidance scale generation uses with a policy)
+#                                     CFG: the guidance scale generation uses with a policy; PLAN_CFG and
+#                                     PLAN_TEMPERATURE: its guidance scale and image-token temperature after a plan
+#                                     with boxes; the shipped SFT and GRPO: 2 1 0, greedy image tokens without
+#                                     guidance after a plan, CFG 2 and temperature 1 without one)
 #
 # What ran for the shipped models (all on this 2-core CPU; no GPU was lent):
 #   vq and base: two stops before this one (the VQ 26 min, base 2500 steps); unchanged since.
@@ -48,17 +52,23 @@
 #   sft chunk 5: `recipes/world.sh sft /work/runs thinkdraw/assets/sft 3e-4 900 37 0.3` (862 of the 900 steps in
 #                the 37 min; 30% of spoilt examples as second tries), then `export /work/runs sft 2`. The judge,
 #                GRPO and DPO runs below started from chunk 4 (the judge learned from chunk 3's samples).
+#   sft sampling defaults (stop 26): the chunk-5 SFT re-exported from itself with greedy image tokens and no
+#                guidance after a plan, its weights unchanged bit for bit (`thinkdraw train export thinkdraw/assets/sft
+#                /tmp/sft --cfg-scale 2 --plan-cfg-scale 1 --plan-temperature 0`, copied back); a new chunk:
+#                `export /work/runs sft 2 1 0`.
 #   judge: `recipes/world.sh judge /work/runs` on chunk 3's samples (1 thread each, beside chunk 4), then
 #                `export /work/runs judge`, at commit 4ee9532: its trainer then averaged the answer loss over all
 #                tokens of a batch; since c56c45d it averages per example, so today's command trains a judge of the
 #                newer loss (checkout 4ee9532 for the trainer the shipped one ran with).
-#   grpo (assets/grpo, `--model grpo`): the grpo stage's command with out /work/grpo/geneval (all 180 updates in
-#                34.1 min), exported as `export RUNS grpo-geneval 2` does; resumed to 240 updates (`--steps 240
-#                --max-minutes 11 --resume`, 45 min in all) it scored no better on the test split, so 180 ships.
-#                It started from the chunk-4 SFT (checkout b4fe550 for that start). From chunk 5, `recipes/world.sh
-#                grpo /work/rl5` (169 updates in the 45 min) scored lower (all tasks 0.565 against 0.617): not shipped.
-#                GRPO on the plan alone from chunk 5 (not shipped): `recipes/world.sh grpo /work/rl6 plan 20` (all 240
-#                updates in 18.3 min), and the same command with --kl-beta 0.1 --held-out-every 40 --max-minutes 18, out
+#   grpo (assets/grpo, `--model grpo`, since stop 26): `recipes/world.sh grpo /work/s26 plan 44` from the chunk-5 SFT
+#                (out /work/s26/grpo-plan-kl45; all 560 updates in 41.0 min), then `export /work/s26 grpo-plan 2 1 0`.
+#   grpo until stop 26 (not shipped now): the geneval stage's command with out /work/grpo/geneval from the chunk-4
+#                SFT (checkout b4fe550 for that start; all 180 updates in 34.1 min), exported with CFG 2; resumed to
+#                240 updates (`--steps 240 --max-minutes 11 --resume`, 45 min in all) it scored no better. From chunk
+#                5, `recipes/world.sh grpo /work/rl5` (169 updates in the 45 min) scored lower (all tasks 0.565
+#                against 0.617). GRPO on the plan alone from chunk 5, with the recipe of commit 2b10ae8 (CFG 2,
+#                temperature 1, 240 updates): `recipes/world.sh grpo /work/rl6 plan 20` (all 240 updates in 18.3
+#                min), and the same command with --kl-beta 0.1 --held-out-every 40 --max-minutes 18, out
 #                /work/rl6/grpo-plan-kl; then `recipes/world.sh grpo /work/rl6 geneval 20
 #                /work/rl6/grpo-plan-kl/checkpoint` (91 updates in 20 min).
 #   detector (assets/detector, `--judge world-rules`): `recipes/world.sh detector /work/det` as written (its rollouts
@@ -106,12 +116,14 @@ grpo)
     reward=${3:-geneval}
     init=${5:-$ASSETS/sft}
     out="$RUNS/grpo-$reward${5:+-from-$(basename "$(dirname "$init")")}"
-    extra=(--steps 180)
-    if [ "$reward" = plan ]; then extra=(--steps 240 --plan-only --prompts-per-batch 16); fi
+    extra=(--steps 180 --cfg-scale 2 --save-every 20)
     [ "$reward" = geneval ] || extra+=(--held-out-every 20 --held-out-prompts 48)
+    if [ "$reward" = plan ]; then  # the plan alone, kept near the SFT by KL; held-back images drawn as it draws them
+        extra=(--steps 560 --plan-only --prompts-per-batch 16 --kl-beta 0.1 --cfg-scale 1 --temperature 0
+            --save-every 40 --held-out-every 40 --held-out-prompts 48)
+    fi
     rm -rf "$out"
-    thinkdraw train grpo "$init" --out "$out" --reward "$reward" --cfg-scale 2 --max-minutes "${4:-45}" \
-        --save-every 20 --threads 2 "${extra[@]}" ;;
+    thinkdraw train grpo "$init" --out "$out" --reward "$reward" --max-minutes "${4:-45}" --threads 2 "${extra[@]}" ;;
 dpo)
     reward=${3:-pi}
     rm -rf "$RUNS/dpo-$reward"
@@ -122,7 +134,8 @@ export)
     part=${3:?vq, base, sft, judge, detector or a run folder such as grpo-geneval}
     name=${part%%-*}
     rm -rf "${ASSETS:?}/$name"
-    thinkdraw train export "$RUNS/$part/checkpoint" "$ASSETS/$name" --dtype float16 ${4:+--cfg-scale "$4"} ;;
+    thinkdraw train export "$RUNS/$part/checkpoint" "$ASSETS/$name" --dtype float16 ${4:+--cfg-scale "$4"} \
+        ${5:+--plan-cfg-scale "$5"} ${6:+--plan-temperature "$6"} ;;
 *)
     echo "unknown stage $STAGE: vq, base, sft, judge, detector, grpo, dpo or export" >&2; exit 2 ;;
 esac

@@ -77,6 +77,18 @@ def test_a_partial_image_is_judged_by_the_objects_drawn_whole():
     ]  # progress 1: the rules on the whole image
 
 
+def test_a_partial_image_whose_plan_breaks_the_rules_has_no_potential():
+    """A thinking policy draws its plan, so a wrong plan stops a path at its first check, however right the part
+    drawn so far; a right plan, a rationale or no plan leave the answer to the drawn part."""
+    judge = rule_judge()
+    flipped = [WorldObject("circle", "red", 20, 40, 16), WorldObject("square", "blue", 20, 4, 16)]
+    wrong_plan, right_plan = plan_of_scene(flipped).text(), plan_of_scene(RIGHT).text()
+    partial = [query([RIGHT[0]], 0.5, plan) for plan in (wrong_plan, right_plan, "one red circle", None)]
+    assert judge.yes(partial, "potential") == [0.0, 1.0, 1.0, 1.0]
+    assert judge.yes(partial, "clarity") == [1.0, 0.0, 0.0, 0.0]
+    assert judge.yes([query(RIGHT, 1.0, wrong_plan)], "outcome") == [1.0]  # a finished image: what it shows
+
+
 def test_ground_semantic_spatial_and_unknown_prompts():
     judge = rule_judge()
     q = query(RIGHT, plan=plan_of_scene(RIGHT).text())

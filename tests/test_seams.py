@@ -251,3 +251,35 @@ def test_guidance_scale_defaults_to_the_checkpoints_own(model_dir, tmp_path):  #
     five = exported.generate(["a photo of a red circle"], n=2, seed=4, settings=SamplingSettings(cfg_scale=5.0))
     tokens = [torch.stack([c.image_tokens for c in run]) for run in (own, explicit, five)]
     assert torch.equal(tokens[0], tokens[1]) and not torch.equal(tokens[0], tokens[2])
+
+
+def test_sampling_after_a_plan_defaults_to_the_checkpoints_own(model_dir, tmp_path):  # noqa: F811
+    """An export with --plan-temperature 0 draws greedy images after a plan by default (so two candidates of one
+    given plan are the same image), while an explicit temperature still samples, and drawing without a plan (no
+    thinking, a rationale) keeps the default temperature 1 and the general guidance scale."""
+    assert SamplingSettings().resolved().temperature == 1.0
+    assert SamplingSettings().resolved(2.0, 0.0).temperature == 0.0
+    assert SamplingSettings(temperature=0.7).resolved(2.0, 0.0).temperature == 0.7
+    sampling = ["--cfg-scale", "2", "--plan-cfg-scale", "1", "--plan-temperature", "0"]
+    result = invoke("train", "export", model_dir, tmp_path / "x", "--dtype", "float32", *sampling)
+    assert result.exit_code == 0, result.output
+    exported = Policy.load(tmp_path / "x")
+    planned, direct = exported.resolve(None, after_plan=True), exported.resolve(None)
+    assert (planned.temperature, planned.cfg_scale, direct.temperature, direct.cfg_scale) == (0.0, 1.0, 1.0, 2.0)
+    assert Policy.load(model_dir).resolve(None, after_plan=True).temperature == 1.0  # no defaults: Janus-Pro's
+    plan = "red circle (100,100),(400,400)"
+    own = exported.draw(["a photo of a red circle"] * 2, [plan] * 2, seed=4)
+    greedy = exported.draw(
+        ["a photo of a red circle"] * 2, [plan] * 2, seed=9, settings=SamplingSettings(temperature=0)
+    )
+    sampled = exported.draw(
+        ["a photo of a red circle"] * 2, [plan] * 2, seed=4, settings=SamplingSettings(temperature=1)
+    )
+    assert torch.equal(own[0], own[1]) and torch.equal(own, greedy)
+    assert not torch.equal(sampled[0], sampled[1])
+    direct = exported.generate(["a photo of a red circle"], think=False, n=2, seed=4)
+    assert not torch.equal(direct[0].image_tokens, direct[1].image_tokens)  # no plan: sampled, as before
+    bad = invoke("train", "export", model_dir, tmp_path / "y", "--plan-temperature", "-1")
+    assert bad.exit_code != 0 and "--plan-temperature must be >= 0" in bad.output
+    bad = invoke("train", "export", model_dir, tmp_path / "y", "--plan-cfg-scale", "0")
+    assert bad.exit_code != 0 and "--plan-cfg-scale must be >= 1" in bad.output

@@ -26,6 +26,7 @@ class PixelJudge:
     def __init__(self, clear_at: float = 0.4, potential=None):
         self.clear_at, self.potential_of = clear_at, potential or (lambda m: m)
         self.asked: list[tuple[str, int]] = []
+        self.plans: list[tuple[str, str, str | None]] = []  # (question, prompt, plan) of every query
 
     @staticmethod
     def mean(image) -> float:
@@ -33,6 +34,7 @@ class PixelJudge:
 
     def yes(self, queries, question="outcome"):
         self.asked += [(question, round(100 * q.progress)) for q in queries]
+        self.plans += [(question, q.prompt, q.plan) for q in queries]
         if question == "clarity":
             return [1.0 if q.progress >= self.clear_at else 0.0 for q in queries]
         if question == "potential":
@@ -64,6 +66,20 @@ def test_best_of_n_picks_the_judges_favourite_among_plain_samples(policy):
         assert pick.scores == pytest.approx(expected)
         assert pick.chosen == int(np.argmax(expected))
         assert pick.image_tokens == 4 * policy.num_image_tokens
+
+
+def test_partial_images_are_judged_with_the_plan_they_follow(policy):
+    """The engine tells the verifier each row's plan before it draws, so every partial-image question carries the
+    plan of its own row, live and in replay."""
+    settings = VerifierSettings(candidates=3, checks=2)
+    live = PixelJudge(clear_at=0.9)
+    picks = verify("parm", policy, live, PROMPTS, settings, SAMPLING, seed=2)
+    planned = {(c.prompt, c.plan) for p in picks for c in p.candidates}
+    partial = [(prompt, plan) for question, prompt, plan in live.plans if question == "clarity"]
+    assert len(partial) == 2 * 6 and set(partial) == planned
+    replayed = PixelJudge(clear_at=0.9)
+    replay("parm", policy, replayed, [c for p in picks for c in p.candidates], settings)
+    assert replayed.plans == live.plans
 
 
 def test_parm_prunes_for_real_and_its_replay_agrees(policy):

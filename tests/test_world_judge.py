@@ -10,6 +10,7 @@ import torch
 from tiny_models import tiny_policy
 
 from thinkdraw.configs import TrainJudgeConfig
+from thinkdraw.engine.settings import SamplingSettings
 from thinkdraw.errors import ThinkdrawError
 from thinkdraw.evaluator.rules import judge
 from thinkdraw.judges.base import parse_box
@@ -66,6 +67,10 @@ def test_rollouts_are_stored_in_parts_resume_and_read_back(policy, tmp_path):
     assert all(torch.equal(a.tokens, b.tokens) for a, b in zip(read_rollouts(tmp_path), drawn, strict=True))
     with pytest.raises(ThinkdrawError, match="rollouts of other settings"):
         draw_rollouts(policy, "val", 3, tmp_path, per_prompt=3, seed=0, batch=4)
+    with pytest.raises(ThinkdrawError, match="rollouts of other settings"):  # drawn otherwise: never mixed in
+        draw_rollouts(
+            policy, "val", 3, tmp_path, per_prompt=2, seed=0, batch=4, sampling=SamplingSettings(temperature=0)
+        )
     with pytest.raises(ThinkdrawError, match="no rollouts here"):
         read_rollouts(tmp_path / "nothing")
 

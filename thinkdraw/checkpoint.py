@@ -81,11 +81,18 @@ def finish_interrupted_save(directory: Path) -> bool:
 
 
 def export_checkpoint(
-    source: Path, target: Path, dtype: torch.dtype = torch.float16, cfg_scale: float | None = None
+    source: Path,
+    target: Path,
+    dtype: torch.dtype = torch.float16,
+    cfg_scale: float | None = None,
+    plan_cfg_scale: float | None = None,
+    plan_temperature: float | None = None,
 ) -> None:
     """A copy to ship: the weights in `dtype` (loading casts them back), no optimizer state.
-    Works for the VQ and for policies (the kind is read from the checkpoint's thinkdraw.json). `cfg_scale`:
-    the guidance scale generation uses by default with a policy (its generation_config.guidance_scale).
+    Works for the VQ and for policies (the kind is read from the checkpoint's thinkdraw.json). For a policy, the
+    sampling generation uses by default (None keeps the source's): `cfg_scale` (generation_config.guidance_scale),
+    and after a plan with boxes `plan_cfg_scale` and `plan_temperature` (.plan_guidance_scale and
+    .plan_image_temperature, the image tokens' temperature).
 
     A patch-local VQ keeps its encoder side (encoder, quant_conv, codebook) in float32: its codes sit
     close together (the nearest pair of patches at cosine 0.99998), and rounding those weights to
@@ -103,9 +110,19 @@ def export_checkpoint(
         for param, original in zip(part.float().parameters(), tensors, strict=True):
             param.data = original
     tokenizer = AutoTokenizer.from_pretrained(source) if (Path(source) / "tokenizer.json").is_file() else None
-    if cfg_scale is not None and cls is JanusForConditionalGeneration:
-        model.generation_config.guidance_scale = cfg_scale
-        meta["cfg_scale"] = cfg_scale
+    if cls is JanusForConditionalGeneration:
+        defaults = (
+            ("guidance_scale", "cfg_scale", cfg_scale),
+            ("plan_guidance_scale", "plan_cfg_scale", plan_cfg_scale),
+            ("plan_image_temperature", "plan_temperature", plan_temperature),
+        )
+        for key, name, value in defaults:
+            if value is not None:
+                setattr(model.generation_config, key, value)
+                meta[name] = value
+        # transformers drops a generation config's own keys (plan_*) when it says it was made from the
+        # model config; it is ours now
+        model.generation_config._from_model_config = False
     meta.pop("optimizer", None)
     save_checkpoint(target, model, {**meta, "exported_dtype": str(dtype).removeprefix("torch.")}, tokenizer=tokenizer)
 

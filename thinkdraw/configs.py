@@ -295,7 +295,9 @@ class RolloutOptions(StepLoopOptions):
     cfg_scale: float = option(
         1.0, "guidance while sampling (1 = off, ReasonGen-R1); the log-probs trained are the guided distribution's"
     )
-    temperature: float = option(1.0, "image-token temperature of the samples (> 0)")
+    temperature: float = option(
+        1.0, "image-token temperature of the samples (> 0; 0 = greedy with --plan-only, whose images are never trained)"
+    )
     text_temperature: float = option(1.0, "plan-token temperature of the samples (> 0)")
     max_think_tokens: int = option(128, "plan length at which [boi] is forced")
     lora_rank: int = option(
@@ -312,8 +314,10 @@ class RolloutOptions(StepLoopOptions):
     )
     held_out_prompts: int = option(64, "--held-out-every: held-back prompts drawn (one image each)")
 
-    def check_rollout_options(self, rows: int) -> None:
-        """The shared options' checks; `rows`: the sequences of one update, which accumulation splits."""
+    def check_rollout_options(self, rows: int, trains_images: bool = True) -> None:
+        """The shared options' checks; `rows`: the sequences of one update, which accumulation splits;
+        `trains_images`: whether image tokens are sampled to be trained (else only held-out images are drawn, which
+        may be greedy)."""
         if self.reasoning not in REASONING:
             raise ThinkdrawError(f"--reasoning {self.reasoning!r}: choose one of {', '.join(REASONING)}")
         if self.judged_by not in JUDGED_BY:
@@ -322,7 +326,7 @@ class RolloutOptions(StepLoopOptions):
             reject_ignored(self, ("judge", "judged_by"), f"by the reward {self.reward!r} (it asks no judge)")
         if self.cfg_scale < 1:
             raise ThinkdrawError(f"--cfg-scale {self.cfg_scale}: it must be >= 1 (1 = no guidance)")
-        if self.temperature <= 0 or self.text_temperature <= 0:
+        if self.text_temperature <= 0 or self.temperature < 0 or (trains_images and self.temperature == 0):
             raise ThinkdrawError("--temperature and --text-temperature must be positive: the run compares samples")
         if self.max_think_tokens < 1:
             raise ThinkdrawError("--max-think-tokens must be at least 1")
@@ -432,7 +436,7 @@ class TrainGRPOConfig(RolloutOptions):
                 f"--plan-only draws no image: the reward {self.reward!r} must read the plan alone "
                 f"({', '.join(PLAN_ONLY)})"
             )
-        self.check_rollout_options(self.prompts_per_batch * self.group_size)
+        self.check_rollout_options(self.prompts_per_batch * self.group_size, trains_images=not self.plan_only)
 
 
 # -- DPO (thinkdraw.trainers.dpo) ------------------------------------------------------------------------------
@@ -500,10 +504,16 @@ class ExportConfig:
     out: Path = option(help="the folder to write", argument=True)
     dtype: str = option("float16", "float16, bfloat16 or float32")
     cfg_scale: float | None = option(None, "policies: the guidance scale generation uses by default with this model")
+    plan_cfg_scale: float | None = option(None, "policies: the guidance scale after a plan with boxes")
+    plan_temperature: float | None = option(
+        None, "policies: the image-token temperature generation uses by default after a plan with boxes (0 = greedy)"
+    )
 
     def __post_init__(self):
-        if self.cfg_scale is not None and self.cfg_scale < 1:
-            raise ThinkdrawError("--cfg-scale must be >= 1")
+        if any(scale is not None and scale < 1 for scale in (self.cfg_scale, self.plan_cfg_scale)):
+            raise ThinkdrawError("--cfg-scale and --plan-cfg-scale must be >= 1")
+        if self.plan_temperature is not None and self.plan_temperature < 0:
+            raise ThinkdrawError("--plan-temperature must be >= 0 (0 = greedy)")
         if self.dtype not in ("float16", "bfloat16", "float32"):
             raise ThinkdrawError(f"--dtype {self.dtype!r}: choose float16, bfloat16 or float32")
         if not (self.checkpoint / "thinkdraw.json").is_file():

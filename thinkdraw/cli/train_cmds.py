@@ -60,15 +60,19 @@ def export(config: ExportConfig) -> None:
     import torch
 
     from thinkdraw.checkpoint import export_checkpoint, read_meta
+    from thinkdraw.errors import ThinkdrawError
 
     dtype = getattr(torch, config.dtype)
     kind = read_meta(config.checkpoint).get("kind")
+    sampling = (config.cfg_scale, config.plan_cfg_scale, config.plan_temperature)
+    if kind in ("judge", "detector") and any(value is not None for value in sampling):
+        raise ThinkdrawError(f"--cfg-scale, --plan-cfg-scale and --plan-temperature are for policies, not a {kind}")
     if kind == "judge":
         _export_judge(config, dtype)
     elif kind == "detector":
         _export_detector(config, dtype)
     else:
-        export_checkpoint(config.checkpoint, config.out, dtype, config.cfg_scale)
+        export_checkpoint(config.checkpoint, config.out, dtype, *sampling)
     size = sum(f.stat().st_size for f in config.out.iterdir()) / 2**20
     typer.echo(f"wrote {config.out} ({config.dtype}, {size:.1f} MiB)")
 
@@ -76,11 +80,8 @@ def export(config: ExportConfig) -> None:
 def _export_judge(config: ExportConfig, dtype) -> None:
     """A chat judge's copy to ship: its model in `dtype` and its processor, no optimizer state."""
     from thinkdraw.checkpoint import read_meta, save_checkpoint
-    from thinkdraw.errors import ThinkdrawError
     from thinkdraw.judges.vlm import VLMChat
 
-    if config.cfg_scale is not None:
-        raise ThinkdrawError("--cfg-scale is for policies, not judges")
     chat = VLMChat.load(str(config.checkpoint))
     meta = {k: v for k, v in read_meta(config.checkpoint).items() if k != "optimizer"}
     meta["exported_dtype"] = config.dtype
@@ -90,11 +91,8 @@ def _export_judge(config: ExportConfig, dtype) -> None:
 def _export_detector(config: ExportConfig, dtype) -> None:
     """The learned detector's copy to ship: its weights in `dtype` (it runs in float32), no optimizer state."""
     from thinkdraw.checkpoint import load_model, read_meta, save_checkpoint
-    from thinkdraw.errors import ThinkdrawError
     from thinkdraw.world.learned_detector import DetectorNet
 
-    if config.cfg_scale is not None:
-        raise ThinkdrawError("--cfg-scale is for policies, not detectors")
     meta = {k: v for k, v in read_meta(config.checkpoint).items() if k != "optimizer"}
     meta["exported_dtype"] = config.dtype
     save_checkpoint(config.out, load_model(DetectorNet, config.checkpoint).to(dtype), meta)

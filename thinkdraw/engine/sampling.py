@@ -338,6 +338,7 @@ def generate(
     plan_ids: list[list[int]] | None = None,
     on_image_step: Callable[[int, Tensor], Tensor | None] | None = None,
     layout_of: Callable[[list[list[int]]], Layout | None] | None = None,
+    on_plans: Callable[[list[list[int]]], None] | None = None,
 ) -> Rollout:
     """Sample a plan (think=True, unless plan_ids gives it), then num_image_tokens image tokens after boi.
 
@@ -346,7 +347,9 @@ def generate(
     keeps what it had drawn); it may return a bool keep-mask [B]: rows it turns False stop here (PARM's
     pruning), their cache rows are dropped, and no more compute goes to them; the rest sample exactly as they
     would have (each row draws from its own generator). Rollout.drawn says how far each row got.
-    layout_of(plans) gives the plan-guided positions of the plans once they are written (None: none)."""
+    layout_of(plans) gives the plan-guided positions of the plans once they are written (None: none);
+    on_plans(plans) hears the plans' tokens then, before the first image step (a verifier judging partial images
+    may read them)."""
     B = len(prompt_ids)
     if len(generators) != B or B == 0 or any(len(p) == 0 for p in prompt_ids):
         raise ValueError(f"need one generator per non-empty prompt, got {len(generators)} for {B} prompts")
@@ -394,6 +397,8 @@ def generate(
         ]
 
     layout = layout_of(think_ids) if layout_of is not None else None
+    if on_plans is not None:
+        on_plans(think_ids)
     image_ids = torch.zeros(B, num_image_tokens, dtype=torch.long, device=ids.device)
     image_logprobs = torch.zeros(B, num_image_tokens, dtype=logp_dtype, device=ids.device)
     drawn = [num_image_tokens] * B

@@ -9,11 +9,12 @@ naming it. Its answers:
                        an exclude clause fails), so near misses rank above far ones in best-of-N
     process, potential on a partial image (progress < 1): the rules over the objects drawn whole so far (their box
                        ends above the drawing frontier), forgiving what more drawing can still add: 0.0 when those
-                       objects already break a rule (a wrong colour, a wrong place, too many), else 1.0; on a
-                       finished image, the outcome answer
-    clarity            1.0 when a partial image already breaks a rule (the only verdict a partial image makes
-                       sure), else 0.0; PARM asks potential at the first clear step, so it stops exactly the paths
-                       that cannot recover
+                       objects already break a rule (a wrong colour, a wrong place, too many), or when the query
+                       carries a plan that breaks the prompt's rules (check_plan: a policy that thinks first draws
+                       what it planned), else 1.0; on a finished image, the outcome answer
+    clarity            1.0 when a partial image already breaks a rule, or its plan does (the verdicts a partial
+                       image makes sure), else 0.0; PARM asks potential at the first clear step, so it stops the
+                       paths that cannot recover, and those whose plan is wrong at its first check
     semantic, spatial  check_plan on the query's plan text (the plan's names; its boxes' relations); a prompt
                        without a relation is spatially right
     score              10 x the outcome's clause share
@@ -80,8 +81,11 @@ class RuleJudge:
         return record, judge(record, detections, lambda dets: self.detector.colors(image, dets))
 
     def _partial_ok(self, query: Query) -> bool:
-        """Whether the objects drawn whole so far break no rule that more drawing cannot fix."""
+        """Whether the objects drawn whole so far break no rule that more drawing cannot fix, and the plan, when
+        the query carries one that can be read, breaks none either."""
         record, verdict = self._verdict(query)
+        if not _plan_ok(query.plan, record):
+            return False
         failed = {f.clause for f in verdict.failures if f.kind != "exclude"}
 
         def recoverable(f) -> bool:  # a missing object, or a place relative to one (its target not drawn yet)
@@ -153,6 +157,18 @@ class RuleJudge:
             record, verdict = self._verdict(q)
             out.append("" if verdict.correct else self.feedback_of(record, verdict))
         return out
+
+
+def _plan_ok(plan: str | None, record: dict) -> bool:
+    """False only for a plan that reads and breaks the record's rules; no plan, or a rationale, says nothing."""
+    try:
+        parsed = parse_plan(plan) if plan else None
+    except PlanError:
+        return True
+    if parsed is None:
+        return True
+    check = check_plan(parsed, record)
+    return check.semantic and check.spatial is not False
 
 
 def _grid_box(box: tuple, width: int, height: int) -> Box:

@@ -105,8 +105,23 @@ class Policy:
     @property
     def guidance_scale(self) -> float | None:
         """The guidance scale the checkpoint asks for (generation_config.guidance_scale), if any."""
-        config = getattr(self.model, "generation_config", None)
-        return getattr(config, "guidance_scale", None)
+        return self._generation_default("guidance_scale")
+
+    def _generation_default(self, key: str) -> float | None:
+        return getattr(getattr(self.model, "generation_config", None), key, None)
+
+    def resolve(self, settings: SamplingSettings | None, after_plan: bool = False) -> SamplingSettings:
+        """Settings with this checkpoint's defaults where they name none (SamplingSettings.resolved): its
+        generation config's guidance_scale, and after a plan with boxes (thinking in the plan format) its
+        plan_guidance_scale and plan_image_temperature where it has them. The world SFT draws best greedily
+        without guidance after a plan, as given the plan's boxes its most likely tokens are the right ones, but
+        at temperature 1 and CFG 2 without one (a rationale, no thinking), where its most likely token is an empty
+        patch everywhere."""
+        cfg_scale, temperature = self.guidance_scale, None
+        if after_plan:
+            cfg_scale = self._generation_default("plan_guidance_scale") or cfg_scale
+            temperature = self._generation_default("plan_image_temperature")
+        return (settings or SamplingSettings()).resolved(cfg_scale, temperature)
 
     @property
     def device(self) -> torch.device:
@@ -141,9 +156,10 @@ class Policy:
         row_ids: list[int] | None = None,
         reasoning: str = "plan",
         revisions: list[Revision | None] | None = None,
+        on_plans=None,
     ) -> Rollout:
         """Row i samples from its own generator, seeded by (seed, row_ids[i]) (default: i)."""
-        settings = settings.resolved(self.guidance_scale)
+        settings = self.resolve(settings, after_plan=think and reasoning == "plan")
         revisions = revisions or [None] * len(prompts)
         contexts = [self.encode(p, think, reasoning, r) for p, r in zip(prompts, revisions, strict=True)]
         plan_ids = [self.plan_ids(p) for p in plans] if plans is not None else None
@@ -161,6 +177,7 @@ class Policy:
                 plan_ids=plan_ids,
                 on_image_step=on_image_step,
                 layout_of=self.layout_of,
+                on_plans=(lambda ids: on_plans([decode_text(self.tokenizer, t) for t in ids])) if on_plans else None,
             )
 
     def think(self, prompts: list[str], seed: int = 0, settings: SamplingSettings | None = None) -> list[str]:
@@ -186,6 +203,7 @@ class Policy:
         plans: list[str] | None = None,
         reasoning: str = "plan",
         revisions: list[Revision | None] | None = None,
+        on_plans=None,
     ) -> list[Candidate]:
         """n candidates per prompt, in prompt order (prompt 0's n candidates first).
 
@@ -195,7 +213,8 @@ class Policy:
         `reasoning`: what thinking writes, "plan" (GoT-R1's boxes) or "rationale" (ReasonGen-R1's sentences).
         `revisions` (one per prompt, or None for a first try): a second try after feedback (PARM++).
         `on_image_step(k, image_ids[:, :k])` may return a keep-mask over the rows to stop some early (the
-        engine's pruning); a stopped candidate's image shows what it drew (`drawn` tokens)."""
+        engine's pruning); a stopped candidate's image shows what it drew (`drawn` tokens). `on_plans(texts)`
+        hears each row's reasoning text once it is written, before the first image step."""
         if plans is not None and (not think or len(plans) != len(prompts)):
             raise ValueError("plans needs think=True and one plan per prompt")
         if reasoning not in REASONING:
@@ -215,6 +234,7 @@ class Policy:
             row_ids,
             reasoning,
             row_revisions,
+            on_plans if think else None,
         )
         shown = rollout.image_ids.clone()
         for i, n in enumerate(rollout.drawn):
@@ -250,7 +270,7 @@ class Policy:
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Teacher-forced log-probs of plans and images (differentiable), equal to the sampler's."""
         contexts = [self.encode(p, think, reasoning) for p in prompts]
-        settings = (settings or SamplingSettings()).resolved(self.guidance_scale)
+        settings = self.resolve(settings, after_plan=think and reasoning == "plan")
         layout = self.layout_of(plan_ids)
         return teacher_forced_logprobs(
             self.model, contexts, plan_ids, image_ids, self.special, settings, boi_sampled, layout

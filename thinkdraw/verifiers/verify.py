@@ -57,12 +57,17 @@ class _Watch:
     def __init__(self, kind: str, policy, judge: Judge, prompts: list[str], settings: VerifierSettings):
         self.kind, self.policy, self.judge, self.settings = kind, policy, judge, settings
         self.prompts = prompts  # per row
+        self.plans: list[str | None] = [None] * len(prompts)  # per row, once written (read_plans)
         n, B = settings.candidates, len(prompts)
         self.steps = set(check_steps(policy.num_image_tokens, settings.checks))
         self.alive = torch.ones(B, dtype=torch.bool)
         self.clear = torch.zeros(B, dtype=torch.bool)
         self.groups = [list(range(g, g + n)) for g in range(0, B, n)]
         self.events: list[list[str]] = [[] for _ in self.groups]
+
+    def read_plans(self, plans: list[str]) -> None:
+        """The engine's on_plans: the rows' plans, which the partial-image questions carry to the judge."""
+        self.plans = list(plans)
 
     def __call__(self, k: int, image_ids: torch.Tensor):
         if k not in self.steps:
@@ -74,7 +79,7 @@ class _Watch:
             return None
         progress = k / self.policy.num_image_tokens
         images = self.policy.decode_partial(image_ids[rows], k)
-        queries = {i: Query(self.prompts[i], im, None, progress) for i, im in zip(rows, images, strict=True)}
+        queries = {i: Query(self.prompts[i], im, self.plans[i], progress) for i, im in zip(rows, images, strict=True)}
         drop = self._prm(queries) if self.kind == "prm" else self._parm(queries, k)
         for g, group in enumerate(self.groups):
             live = [i for i in group if self.alive[i]]
@@ -144,6 +149,7 @@ def verify(
         indices=indices,
         reasoning=reasoning,
         revisions=list(revisions) if revisions is not None else None,
+        on_plans=watch.read_plans if watch is not None else None,
     )
     return _pick(kind, policy, judge, candidates, len(prompts), n, watch)
 
@@ -200,6 +206,7 @@ def replay(kind: str, policy, judge: Judge, candidates: Sequence, settings: Veri
     watch = None
     if kind != "bon":
         watch = _Watch(kind, policy, judge, [c.prompt for c in candidates], settings)
+        watch.read_plans([c.plan for c in candidates])
         image_ids = torch.stack([c.image_tokens for c in candidates])  # [B, N]
         drawn = [policy.num_image_tokens] * len(candidates)
         for k in sorted(watch.steps):

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -93,12 +93,14 @@ def draw_rollouts(
 ) -> None:
     """The policy's samples for the split's first `prompts` records, or the records at these indices
     (per_prompt each: plans and image tokens), stored in parts (folder/part-NNNNN.json + .npy); parts already
-    there are kept, so a stopped run resumes. Sample j of record i is seeded by (seed, i * per_prompt + j)."""
+    there are kept, so a stopped run resumes. Sample j of record i is seeded by (seed, i * per_prompt + j).
+    The sampling settings (the policy's own where `sampling` names none) are part of what a folder holds."""
     split_records = load_split(split)
+    sampling = policy.resolve(sampling)
     indices = list(range(min(prompts, len(split_records)))) if isinstance(prompts, int) else list(prompts)
     records = [split_records[i] for i in indices]
     folder.mkdir(parents=True, exist_ok=True)
-    about = {"split": split, "per_prompt": per_prompt, "seed": seed, "records": indices}
+    about = {"split": split, "per_prompt": per_prompt, "seed": seed, "records": indices, "sampling": asdict(sampling)}
     index = folder / "rollouts.json"
     if index.is_file() and json.loads(index.read_text()) != about:
         raise ThinkdrawError(f"{folder} holds rollouts of other settings ({index.read_text().strip()})")
