@@ -94,9 +94,10 @@ def draw_rollouts(
     """The policy's samples for the split's first `prompts` records, or the records at these indices
     (per_prompt each: plans and image tokens), stored in parts (folder/part-NNNNN.json + .npy); parts already
     there are kept, so a stopped run resumes. Sample j of record i is seeded by (seed, i * per_prompt + j).
-    The sampling settings (the policy's own where `sampling` names none) are part of what a folder holds."""
+    The sampling settings (the policy's own after a plan where `sampling` names none) are part of what a folder
+    holds."""
     split_records = load_split(split)
-    sampling = policy.resolve(sampling)
+    sampling = policy.resolve(sampling, after_plan=True)
     indices = list(range(min(prompts, len(split_records)))) if isinstance(prompts, int) else list(prompts)
     records = [split_records[i] for i in indices]
     folder.mkdir(parents=True, exist_ok=True)
