@@ -83,11 +83,11 @@ class CachedJudge:
         return said
 
 
-def pick_records(split: str, per_task: int) -> list[int]:
-    """The first `per_task` prompts of every task, in split order."""
+def pick_records(split: str, per_task: int, tasks: list[str] | None = None) -> list[int]:
+    """The first `per_task` prompts of every task (of `tasks` only, when given), in split order."""
     taken, chosen = defaultdict(int), []
     for i, record in enumerate(load_split(split)):
-        if taken[record["tag"]] < per_task:
+        if taken[record["tag"]] < per_task and (tasks is None or record["tag"] in tasks):
             taken[record["tag"]] += 1
             chosen.append(i)
     return chosen
@@ -97,7 +97,7 @@ def summary(correct: dict[str, list[float]], tokens: list[float]) -> dict:
     tasks = {task: sum(v) / len(v) for task, v in sorted(correct.items())}
     six = [tasks[t] for t in GENEVAL_TASKS if t in tasks]
     return {
-        "geneval_six": sum(six) / len(six),
+        "geneval_six": sum(six) / len(six) if six else None,
         "all_tasks": sum(tasks.values()) / len(tasks),
         "complex": tasks.get("complex"),
         "indirect": tasks.get("indirect"),
@@ -106,12 +106,20 @@ def summary(correct: dict[str, list[float]], tokens: list[float]) -> dict:
     }
 
 
+def headline(row: dict) -> str:
+    shown = {
+        k: "n/a" if row[k] is None else f"{row[k]:.3f}" for k in ("geneval_six", "all_tasks", "complex", "indirect")
+    }
+    return " ".join(f"{k}={v}" for k, v in shown.items())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--judge", default="world", help="world, a judge folder, or a server url")
     parser.add_argument("--model", default="sft")
     parser.add_argument("--split", default="test")
     parser.add_argument("--per-task", type=int, default=12, help="prompts per task")
+    parser.add_argument("--tasks", nargs="+", default=None, help="these tasks only (default: every task)")
     parser.add_argument("--n", type=int, default=20, help="candidates drawn per prompt (the largest N)")
     parser.add_argument("--checks", type=int, default=8, help="prm/parm partial-image checks")
     parser.add_argument("--cache", required=True, help="folder for the drawn candidates (resumable)")
@@ -131,7 +139,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     policy = Policy.load(SHIPPED_MODELS.get(args.model, args.model))
-    indices = pick_records(args.split, args.per_task)
+    indices = pick_records(args.split, args.per_task, args.tasks)
     began = time.perf_counter()
     draw_rollouts(policy, args.split, indices, Path(args.cache), args.n, seed=0, batch=args.batch)
     drawn = read_rollouts(Path(args.cache))
@@ -162,9 +170,7 @@ def main() -> None:
             picks = replay(kind, policy, judge, [c for s in stored for c in s[:n]], settings)
             correct = [float(r[p.chosen]) for r, p in zip(right, picks, strict=True)]
             rows[name][n] = summary(by_task(correct), [p.image_tokens for p in picks])
-            print(
-                f"{name:9s} N={n:2d} six={rows[name][n]['geneval_six']:.3f} tokens={rows[name][n]['image_tokens']:.0f}"
-            )
+            print(f"{name:9s} N={n:2d} {headline(rows[name][n])} tokens={rows[name][n]['image_tokens']:.0f}")
     if args.rounds:  # parm++ draws again after feedback: run live (its first round is PARM on the same candidates)
         settings = VerifierSettings(candidates=args.n, checks=args.checks, rounds=args.rounds)
         prompts = [g[0].record["prompt"] for g in groups]
@@ -175,13 +181,14 @@ def main() -> None:
         ]
         rows["parm++"][args.n] = summary(by_task(correct), [p.image_tokens for p in picks])
         rows["parm++"][args.n]["second_tries"] = sum(len(p.feedback) for p in picks)
-        print(f"parm++ N={args.n:2d} six={rows['parm++'][args.n]['geneval_six']:.3f}")
+        print(f"parm++    N={args.n:2d} {headline(rows['parm++'][args.n])}")
     report = {
         "model": args.model,
         "judge": args.judge,
         "split": args.split,
         "prompts": len(groups),
         "per_task": args.per_task,
+        "tasks": args.tasks,
         "checks": args.checks,
         "draw_seconds": draw_seconds,
         "judgments": judge.asked,
@@ -199,16 +206,17 @@ def plot(rows: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    measure = "geneval_six" if rows["none"][1]["geneval_six"] is not None else "all_tasks"
     fig, ax = plt.subplots(figsize=(6, 4))
     for kind, points in rows.items():
         ns = sorted(points)
-        ax.plot([points[n]["image_tokens"] for n in ns], [points[n]["geneval_six"] for n in ns], "o-", label=kind)
+        ax.plot([points[n]["image_tokens"] for n in ns], [points[n][measure] for n in ns], "o-", label=kind)
     ax.set_xscale("log", base=2)
     ticks = [256 * 2**i for i in range(6)]  # N = 1, 2, 4, ... candidates of 256 image tokens
     ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("image tokens generated per prompt")
-    ax.set_ylabel("GenEval's six tasks")
+    ax.set_ylabel("GenEval's six tasks" if measure == "geneval_six" else "all tasks asked for")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()

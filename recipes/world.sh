@@ -115,10 +115,10 @@ detector)
 grpo)
     reward=${3:-geneval}
     init=${5:-$ASSETS/sft}
-    out="$RUNS/grpo-$reward${5:+-from-$(basename "$(dirname "$init")")}"
+    out="$RUNS/grpo-${reward//\*/-}${5:+-from-$(basename "$(dirname "$init")")}"
     extra=(--steps 180 --cfg-scale 2 --save-every 20)
     [ "$reward" = geneval ] || extra+=(--held-out-every 20 --held-out-prompts 48)
-    if [ "$reward" = plan ]; then  # the plan alone, kept near the SFT by KL; held-back images drawn as it draws them
+    if [[ "$reward" == plan* ]]; then  # the plan alone, kept near the SFT by KL; held-back images drawn as it draws them
         extra=(--steps 560 --plan-only --prompts-per-batch 16 --kl-beta 0.1 --cfg-scale 1 --temperature 0
             --save-every 40 --held-out-every 40 --held-out-prompts 48)
     fi

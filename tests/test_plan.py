@@ -23,7 +23,7 @@ from thinkdraw.plan import (
     to_grid,
 )
 from thinkdraw.world.layout import random_layout, solve_layout
-from thinkdraw.world.plans import check_world_words, plan_of_scene
+from thinkdraw.world.plans import check_world_words, layout_rules, plan_of_scene
 from thinkdraw.world.render import WorldObject
 from thinkdraw.world.spec import COLORS
 from thinkdraw.world.splits import load_split
@@ -225,6 +225,25 @@ def test_ground_truth_plans_of_the_test_split_pass():
         if not check.semantic or check.spatial is not (True if has_relation else None):
             wrong.append((record["prompt"], check))
     assert wrong == []
+
+
+def test_every_world_scene_keeps_the_layout_rules():
+    rng = random.Random(1)
+    for _ in range(200):
+        assert layout_rules(plan_of_scene(random_layout(rng, rng.randint(1, 6)))) == (1.0, [])
+
+
+def test_layout_rules_name_each_broken_rule():
+    # 16x16, 16x17 and 8x8 pixels; the first two boxes touch (gap 1 < MIN_GAP 2), the third is far
+    plan = parse_plan("circle (0,0),(250,250); star (266,0),(516,266); cross (750,750),(875,875)")
+    share, broken = layout_rules(plan)
+    assert broken == [
+        "box 2 is 16x17 pixels, not square",
+        "box 3 is 8x8 pixels, outside 12-24",
+        "boxes 1 and 2 are closer than 2 pixels",
+    ]
+    assert share == pytest.approx(1 - 3 / 9)  # 2 rules a box, 1 a pair
+    assert layout_rules(parse_plan("circle (0,0),(250,250); star (297,0),(547,250)")) == (1.0, [])  # gap 3
 
 
 # --- draw_plan ----------------------------------------------------------------------------------

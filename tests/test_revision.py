@@ -142,6 +142,26 @@ def test_parm_plus_tries_again_with_the_feedback(policy, monkeypatch):
         replay("parm++", policy, ReflectingJudge(), [], settings)
 
 
+def test_parm_plus_keeps_the_first_pick_when_the_second_try_scores_lower(policy):
+    class Worse(ReflectingJudge):
+        def yes(self, queries, question="outcome"):
+            if question == "reflect":
+                return [0.1 for _ in queries]  # never content: both rounds try again
+            return [0.6 if self.reflected == 0 else 0.3 for _ in queries]
+
+        def feedback(self, queries):
+            self.reflected += 1
+            return super().feedback(queries)
+
+    settings = VerifierSettings(candidates=2, checks=2, rounds=2)
+    first = verify("parm", policy, ReflectingJudge(), ["a photo of a circle"], settings)[0]
+    pick = verify("parm++", policy, Worse(), ["a photo of a circle"], settings)[0]
+    assert torch.equal(pick.candidates[pick.chosen].image_tokens, first.candidates[first.chosen].image_tokens)
+    assert pick.scores == [0.6, 0.6] and pick.feedback == [REVISION.feedback] * 2
+    assert pick.image_tokens == 3 * 2 * policy.num_image_tokens  # every round's candidates count
+    assert pick.events[-1] == "round 2: the new pick scores 0.30 against 0.60; kept"
+
+
 def test_parm_plus_with_no_rounds_is_parm(policy):
     settings = VerifierSettings(candidates=3, checks=2, rounds=0)
     a = verify("parm++", policy, ReflectingJudge(), ["a photo of a circle"], settings)

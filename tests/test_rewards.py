@@ -167,6 +167,26 @@ def test_plan_reward_applies_the_rules_to_the_plan_itself():
     assert plan_reward()([sample("x", left)])[0].reason == "the record has no GenEval clauses"
 
 
+def test_layout_reward_reads_the_environment_rules_and_multiplies_with_plan():
+    record = {"tag": "single_object", "include": [{"class": "star", "count": 1}]}
+    seen = []
+
+    def rules(plan):
+        seen.append(plan.objects[0].box)
+        return (0.5, ["box 1 is not square"]) if plan.objects[0].box[3] == 301 else (1.0, [])
+
+    square, oblong, cross = "star (100,100),(300,300)", "star (100,100),(300,301)", "cross (100,100),(300,300)"
+    rows = [sample("x", r, image=None, **record) for r in (square, oblong, cross, "no plan here", None)]
+    scores = build_reward("plan*layout", layout=rules)(rows)
+    assert [s.value for s in scores] == [1.0, 0.5, 0.0, 0.0, None]
+    assert scores[1].reason == "plan 1.000, layout 0.500"
+    assert seen == [(100, 100, 300, 300), (100, 100, 300, 301), (100, 100, 300, 300)]  # every plan that parses
+    alone = build_reward("layout", layout=rules)(rows[1:2])[0]
+    assert (alone.value, alone.reason) == (0.5, "box 1 is not square")
+    with pytest.raises(RewardError, match="needs the environment's layout rules"):
+        build_reward("plan*layout")
+
+
 def test_spec_names():
     assert spec_names("0.7*pi+0.3*geneval") == {"pi", "geneval"}
     assert spec_names("plan*sem + spa") == {"plan", "sem", "spa"}

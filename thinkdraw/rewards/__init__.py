@@ -13,8 +13,9 @@ The rewards of the papers:
     ReasonGen-R1: binary (1 when the judge says every requirement is met, else 0)
     Flow-GRPO:    geneval (GenEval's rules over any Detector)
     ours:         plan (GenEval's rules on the plan itself: sem and spa computed exactly from a GenEval-style
-                  record, no judge and no image)
-Composed by a spec string (build_reward): "got", "binary", "0.7*pi+0.3*geneval", "pi*ri".
+                  record, no judge and no image); layout (the share of the environment's layout rules the plan's
+                  boxes keep: a plan can be right and still not be one the drawer can draw)
+Composed by a spec string (build_reward): "got", "binary", "0.7*pi+0.3*geneval", "pi*ri", "plan*layout".
 The rewards that read the reasoning alone (PLAN_ONLY) can train a plan without drawing its image.
 """
 
@@ -30,7 +31,7 @@ from thinkdraw.evaluator.detection import Detector
 from thinkdraw.evaluator.plans import check_plan
 from thinkdraw.evaluator.rules import judge_image
 from thinkdraw.judges.base import Judge, JudgeError, Query
-from thinkdraw.plan import PlanError, draw_plan, parse_plan
+from thinkdraw.plan import Plan, PlanError, draw_plan, parse_plan
 
 
 class RewardError(ThinkdrawError):
@@ -58,6 +59,8 @@ class Score:
 
 
 Reward = Callable[[Sequence[Sample]], list[Score]]
+# An environment's layout rules: (the share of its rules a plan's boxes keep, in [0, 1]; the rules it breaks)
+LayoutRules = Callable[[Plan], tuple[float, list[str]]]
 
 
 def _answers(queries: list, answer: Callable[[list], list]) -> list:
@@ -246,6 +249,24 @@ def plan_reward() -> Reward:
     return reward
 
 
+def layout_reward(rules: LayoutRules) -> Reward:
+    """The share of the environment's layout rules the plan's boxes keep (the shapes world: square boxes of a size
+    it draws, apart from each other). "plan*layout" asks for a plan that is right and that the drawer can draw."""
+
+    def reward(samples: Sequence[Sample]) -> list[Score]:
+        scores = []
+        for s in samples:
+            plan = _plan_of(s)
+            if isinstance(plan, Score):
+                scores.append(plan)
+                continue
+            share, broken = rules(plan)
+            scores.append(Score(share, "; ".join(broken) or "every box keeps the layout rules"))
+        return scores
+
+    return reward
+
+
 def product(rewards: Sequence[tuple[str, Reward]]) -> Reward:
     """The product of named rewards (GoT-R1's composition); None when any factor is None."""
     return _combine(rewards, [1.0] * len(rewards), multiply=True)
@@ -287,8 +308,8 @@ JUDGED = {
     "ri": region_reward,
     "binary": binary_reward,
 }
-NAMES = (*JUDGED, "geneval", "got", "plan")
-PLAN_ONLY = ("plan", "sem", "spa")  # the rewards that read the reasoning alone, no image
+NAMES = (*JUDGED, "geneval", "got", "plan", "layout")
+PLAN_ONLY = ("plan", "layout", "sem", "spa")  # the rewards that read the reasoning alone, no image
 
 
 def spec_names(spec: str) -> set[str]:
@@ -298,11 +319,16 @@ def spec_names(spec: str) -> set[str]:
 
 
 def build_reward(
-    spec: str, judge: Judge | None = None, detector: Detector | None = None, judged_by: str = "yes"
+    spec: str,
+    judge: Judge | None = None,
+    detector: Detector | None = None,
+    judged_by: str = "yes",
+    layout: LayoutRules | None = None,
 ) -> Reward:
     """A reward from its spec: a name (NAMES), a product "a*b", or a weighted sum "0.7*pi+0.3*geneval".
 
-    "got" is GoT-R1's pi * (sem + spa) / 2 * ri. Judged rewards need `judge`, "geneval" needs `detector`;
+    "got" is GoT-R1's pi * (sem + spa) / 2 * ri. Judged rewards need `judge`, "geneval" needs `detector`,
+    "layout" the environment's `layout` rules;
     judged_by: the judge's P(yes) ("yes") or its 0-10 rating ("score", GoT-R1's; not for ri).
     """
 
@@ -312,6 +338,10 @@ def build_reward(
             return product([("pi", named("pi")), ("(sem+spa)/2", sem_spa), ("ri", named("ri"))])
         if name == "plan":
             return plan_reward()
+        if name == "layout":
+            if layout is None:
+                raise RewardError("the layout reward needs the environment's layout rules")
+            return layout_reward(layout)
         if name == "geneval":
             if detector is None:
                 raise RewardError("the geneval reward needs a detector")

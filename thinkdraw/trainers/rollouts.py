@@ -22,7 +22,7 @@ from thinkdraw.engine.sampling import cfg_combine, process_logits, sequence_logi
 from thinkdraw.engine.settings import SamplingSettings
 from thinkdraw.errors import ThinkdrawError
 from thinkdraw.policy.model import Candidate, Policy
-from thinkdraw.rewards import Reward, Sample, build_reward
+from thinkdraw.rewards import LayoutRules, Reward, Sample, build_reward
 from thinkdraw.runtime import Runtime
 from thinkdraw.trainers.losses import entropy
 from thinkdraw.trainers.sft import trainable_parameters
@@ -88,16 +88,18 @@ def _stop_all(step: int, image_ids: Tensor) -> Tensor:
     return torch.zeros(image_ids.shape[0], dtype=torch.bool)
 
 
-def run_reward(config, detector=None, judges: Mapping[str, object] | None = None) -> Reward:
+def run_reward(
+    config, detector=None, judges: Mapping[str, object] | None = None, layout: LayoutRules | None = None
+) -> Reward:
     """The reward of config.reward; a judged one loads config.judge (a name in `judges`, else a folder, hub id
-    or url) with thinkdraw.judges.load.resolve_judge."""
+    or url) with thinkdraw.judges.load.resolve_judge; `detector` and `layout` are the environment's."""
     judge = None
     if config.needs_judge:
         from thinkdraw.judges.load import resolve_judge
 
         device = Runtime.create(config.device, "float32", config.threads).device
         judge = resolve_judge(config.judge, judges, device=device)
-    return build_reward(config.reward, judge, detector, config.judged_by)
+    return build_reward(config.reward, judge, detector, config.judged_by, layout)
 
 
 @dataclass(frozen=True)

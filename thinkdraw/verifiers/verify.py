@@ -12,7 +12,8 @@
     parm++  PARM, then reflection: the judge is asked whether the pick is right; if not, it says what is
           wrong, and the policy tries again with its earlier plan and that feedback in its context (a
           Revision: the policy must have learned second tries) under PARM, up to `rounds` times. The new
-          pick replaces the old (the judge found the old one wrong); the image tokens of every round count.
+          pick replaces the old unless the outcome question scores it lower; the image tokens of every round
+          count.
 
 Checks are at `checks` evenly spaced image steps (never the last). A judge that cannot answer raises JudgeError:
 the verifier stops with that error rather than picking on missing scores.
@@ -183,6 +184,12 @@ def _parm_plus(policy, judge: Judge, prompts, settings, sampling, seed, think, r
         for (i, f), new in zip(again, tries, strict=True):
             old = picks[i]
             note = f"round {round_}: reflection P(yes) {right[i]:.2f}; feedback: {f}"
+            before, after = old.scores[old.chosen], new.scores[new.chosen]
+            if after < before:  # the second try's pick is judged worse: the first stays
+                old.image_tokens += new.image_tokens
+                old.events += [note, f"round {round_}: the new pick scores {after:.2f} against {before:.2f}; kept"]
+                old.feedback.append(f)
+                continue
             new.image_tokens += old.image_tokens
             new.events = old.events + [note] + new.events
             new.feedback = old.feedback + [f]

@@ -188,10 +188,11 @@ def world_run(config) -> tuple[list[dict], object, object]:
     from thinkdraw.rewards import geneval_reward
     from thinkdraw.trainers.rollouts import HeldOut, RunError, run_reward
     from thinkdraw.world.detector import WorldDetector
+    from thinkdraw.world.plans import layout_rules
     from thinkdraw.world.registry import SHIPPED_JUDGES
 
     records = read_jsonl(config.prompts) if config.prompts else load_split("train")
-    reward = run_reward(config, detector=WorldDetector(), judges=SHIPPED_JUDGES)
+    reward = run_reward(config, detector=WorldDetector(), judges=SHIPPED_JUDGES, layout=layout_rules)
     if not config.held_out_every:
         return records, reward, None
     n = config.held_out_prompts
