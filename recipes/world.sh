@@ -23,10 +23,12 @@
 #                                     after INIT's run too), rewarded by REWARD (default geneval: GenEval's rules over
 #                                     the exact detector; binary, got, pi...: the shipped world judge), 4 prompts x 8
 #                                     rollouts a batch, 2 updates each, CFG 2, at most MINUTES (45); any reward but
-#                                     geneval also logs held-back val prompts' reward and exact score. REWARD plan:
-#                                     GenEval's rules on the plan, the plan alone trained (--plan-only, no image drawn),
-#                                     KL 0.1 to the start, 16 prompts x 8 plans a batch, 560 updates, held-back images
-#                                     drawn greedily without guidance, as the shipped models draw
+#                                     geneval also logs held-back val prompts' reward and exact score. REWARD plan
+#                                     (GenEval's rules on the plan) or 'plan*layout' (times the share of the world's
+#                                     layout rules its boxes keep: square, 12-24 px, 2 px apart): the plan alone trained
+#                                     (--plan-only, no image drawn), KL 0.1 to the start, 16 prompts x 8 plans a batch,
+#                                     560 updates, held-back images drawn greedily without guidance, as the shipped
+#                                     models draw (run folder grpo-plan-layout for 'plan*layout')
 #   recipes/world.sh dpo    RUNS [REWARD ROUNDS]
 #                                     iterative DPO from the shipped SFT: ROUNDS (2) rounds of 128 prompts x 4 samples,
 #                                     the best and worst by REWARD (default pi: the world judge's P(yes)) a pair, 40
@@ -60,8 +62,10 @@
 #                `export /work/runs judge`, at commit 4ee9532: its trainer then averaged the answer loss over all
 #                tokens of a batch; since c56c45d it averages per example, so today's command trains a judge of the
 #                newer loss (checkout 4ee9532 for the trainer the shipped one ran with).
-#   grpo (assets/grpo, `--model grpo`, since stop 26): `recipes/world.sh grpo /work/s26 plan 44` from the chunk-5 SFT
-#                (out /work/s26/grpo-plan-kl45; all 560 updates in 41.0 min), then `export /work/s26 grpo-plan 2 1 0`.
+#   grpo (assets/grpo, `--model grpo`, since stop 27): `recipes/world.sh grpo /work/s27 'plan*layout' 44` from the
+#                chunk-5 SFT (stopped by its 44-minute budget at update 385), then `export /work/s27 grpo-plan-layout
+#                2 1 0`. At stop 26: `recipes/world.sh grpo /work/s26 plan 44` (out /work/s26/grpo-plan-kl45; all 560
+#                updates in 41.0 min), exported the same way from grpo-plan.
 #   grpo until stop 26 (not shipped now): the geneval stage's command with out /work/grpo/geneval from the chunk-4
 #                SFT (checkout b4fe550 for that start; all 180 updates in 34.1 min), exported with CFG 2; resumed to
 #                240 updates (`--steps 240 --max-minutes 11 --resume`, 45 min in all) it scored no better. From chunk

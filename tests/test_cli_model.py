@@ -219,14 +219,15 @@ def test_train_policy_sft_from_a_vq_checkpoint_is_an_error(tmp_path):
 
 def test_export_writes_a_smaller_loadable_copy(tmp_path):
     """`train export`: fp16 weights equal to the originals cast down, but the patch-local VQ's encoder side
-    (encoder, quant_conv, codebook) kept exact in float32; tokenizer kept, no optimizer state."""
+    (encoder, quant_conv, codebook) kept exact in float32; tokenizer kept, no optimizer or run state."""
     from thinkdraw.checkpoint import META, read_meta
     from thinkdraw.policy.model import Policy
 
     policy = tiny_policy()
     optimizer = torch.optim.AdamW(policy.model.parameters())
     source = tmp_path / "run"
-    save_checkpoint(source, policy.model, {"kind": "policy-sft", "step": 7}, optimizer, tokenizer=policy.tokenizer)
+    resume = {"grpo": {"next_batch": 3, "batch": {"prompts": ["a photo of a circle"] * 8}}}
+    save_checkpoint(source, policy.model, {"kind": "policy-sft", "step": 7, **resume}, optimizer, policy.tokenizer)
     result = invoke("train", "export", source, tmp_path / "ship")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"wrote {tmp_path / 'ship'} (float16, ")
@@ -234,7 +235,7 @@ def test_export_writes_a_smaller_loadable_copy(tmp_path):
     assert {"model.safetensors", "tokenizer.json", META} <= names and "trainer.safetensors" not in names
     meta = read_meta(tmp_path / "ship")
     assert (meta["kind"], meta["step"], meta["exported_dtype"]) == ("policy-sft", 7, "float16")
-    assert "optimizer" not in meta
+    assert "optimizer" not in meta and "grpo" not in meta  # what resuming needs is not shipped
     shipped = Policy.load(tmp_path / "ship")
     originals = policy.model.state_dict()
     exact = ("model.vqmodel.encoder.", "model.vqmodel.quant_conv.", "model.vqmodel.quantize.")

@@ -80,6 +80,10 @@ def finish_interrupted_save(directory: Path) -> bool:
     return directory.is_dir()
 
 
+# What thinkdraw.json holds only to resume a run: the optimizer's state, a GRPO or DPO run's unfinished batch
+RESUME_STATE = ("optimizer", "grpo", "dpo")
+
+
 def export_checkpoint(
     source: Path,
     target: Path,
@@ -88,7 +92,7 @@ def export_checkpoint(
     plan_cfg_scale: float | None = None,
     plan_temperature: float | None = None,
 ) -> None:
-    """A copy to ship: the weights in `dtype` (loading casts them back), no optimizer state.
+    """A copy to ship: the weights in `dtype` (loading casts them back), no state for resuming (RESUME_STATE).
     Works for the VQ and for policies (the kind is read from the checkpoint's thinkdraw.json). For a policy, the
     sampling generation uses by default (None keeps the source's): `cfg_scale` (generation_config.guidance_scale),
     and after a plan with boxes `plan_cfg_scale` and `plan_temperature` (.plan_guidance_scale and
@@ -123,7 +127,8 @@ def export_checkpoint(
         # transformers drops a generation config's own keys (plan_*) when it says it was made from the
         # model config; it is ours now
         model.generation_config._from_model_config = False
-    meta.pop("optimizer", None)
+    for state in RESUME_STATE:
+        meta.pop(state, None)
     save_checkpoint(target, model, {**meta, "exported_dtype": str(dtype).removeprefix("torch.")}, tokenizer=tokenizer)
 
 
