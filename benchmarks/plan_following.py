@@ -8,9 +8,11 @@ temperature x CFG scale asked for:
 - extra objects per image: detections that match no planned object (same shape and colour, IoU >= 0.5).
 With the model's own plans (think, at the first temperature and CFG scale given; `--reasoning plan
 rationale none` also scores its own rationales and drawing with no thinking, GenEval only): parse rate,
-check_plan pass rate per task (semantic, and semantic + spatial), and the share of planned boxes that are
-square in pixels (every world box is). Temperature and CFG scale default to the model's own (its checkpoint's
-generation config; after a plan its image temperature may differ from the one without).
+check_plan pass rate per task (semantic, and semantic + spatial), the share of planned boxes that are
+square in pixels (every world box is), and how often a right plan is drawn right when its boxes keep all the
+world's layout rules (world.plans.layout_rules: square, 12-24 pixels, 2 apart) and when they do not.
+Temperature and CFG scale default to the model's own (its checkpoint's generation config; after a plan its
+image temperature may differ from the one without).
 
     python benchmarks/plan_following.py --prompts 80 --temperatures 1.0 0.7 --cfg-scales 5 --out pf.json
 """
@@ -33,7 +35,7 @@ from thinkdraw.rewards import iou
 from thinkdraw.runtime import Runtime
 from thinkdraw.world.detector import WorldDetector
 from thinkdraw.world.layout import solve_layout
-from thinkdraw.world.plans import plan_of_scene, world_words_of
+from thinkdraw.world.plans import layout_rules, plan_of_scene, world_words_of
 from thinkdraw.world.registry import SHIPPED_MODELS
 from thinkdraw.world.spec import CANVAS
 from thinkdraw.world.splits import load_split
@@ -99,6 +101,7 @@ def own_plans(policy, records, indices, args, reasoning: str = "plan") -> dict:
     correct: dict[str, list[bool]] = defaultdict(list)
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # plans, parsed, semantic, both
     boxes = square = 0
+    drawn = {"layout_kept": [0, 0], "layout_broken": [0, 0]}  # right plans: [plans, images right]
     for start in range(0, len(records), args.batch):
         chunk = list(range(start, min(start + args.batch, len(records))))
         candidates = policy.generate(
@@ -122,9 +125,14 @@ def own_plans(policy, records, indices, args, reasoning: str = "plan") -> dict:
                 except PlanError:
                     continue
                 check = check_plan(plan, records[i])
+                right = check.semantic and check.spatial is not False
                 row[1] += 1
                 row[2] += check.semantic
-                row[3] += check.semantic and check.spatial is not False
+                row[3] += right
+                if right:
+                    tally = drawn["layout_kept" if layout_rules(plan)[0] == 1 else "layout_broken"]
+                    tally[0] += 1
+                    tally[1] += correct[records[i]["tag"]][-1]
                 for o in plan.objects:
                     x0, y0, x1, y1 = (round(v) for v in o.pixel_box(CANVAS))
                     boxes += 1
@@ -133,7 +141,13 @@ def own_plans(policy, records, indices, args, reasoning: str = "plan") -> dict:
         tag: {"parse": p / n, "semantic": s / n, "semantic_spatial": b / n}
         for tag, (n, p, s, b) in sorted(counts.items())
     }
-    return {**summarize(correct), "plans": plans, "square_boxes": square / max(1, boxes)}
+    right_plans_drawn = {k: {"plans": n, "images_right": r / max(1, n)} for k, (n, r) in drawn.items()}
+    return {
+        **summarize(correct),
+        "plans": plans,
+        "square_boxes": square / max(1, boxes),
+        "right_plans": right_plans_drawn,
+    }
 
 
 def fmt(value: float | None) -> str:
@@ -202,6 +216,8 @@ def main() -> None:
         return _write(report, args.out)
     own = report["own_plan"]
     print(f"own plans: square boxes {own['square_boxes']:.3f}")
+    for kind, row in own["right_plans"].items():
+        print(f"  right plans, {kind.replace('_', ' ')}: {row['plans']}, drawn right {row['images_right']:.3f}")
     for tag, row in own["plans"].items():
         print(
             f"  {tag:14s} parse {row['parse']:.3f} semantic {row['semantic']:.3f} "
