@@ -77,7 +77,8 @@
 #                /work/rl6/grpo-plan-kl/checkpoint` (91 updates in 20 min).
 #   detector (assets/detector, `--judge world-rules`): `recipes/world.sh detector /work/det` as written (its rollouts
 #                went to /work/det/roll-train and roll-grpo), then `export /work/det detector`.
-#   dpo: `recipes/world.sh dpo /work/rl` (2 rounds, 12.3 min), not shipped.
+#   dpo: `recipes/world.sh dpo /work/rl` (2 rounds, 12.3 min) from chunk 4, and `recipes/world.sh dpo /work/s27`
+#                from chunk 5 (2 rounds, 11.0 min), not shipped.
 #   grpo on the world judge (not shipped): `recipes/world.sh grpo /work/rl binary 40` (stopped at 38.0 min by 21
 #                batches in a row without signal; 112 updates, its update-100 checkpoint evaluated) and
 #                `recipes/world.sh grpo /work/rl got 40` (all 180 updates in 37.1 min).
