@@ -127,9 +127,13 @@ def export_checkpoint(
         # transformers drops a generation config's own keys (plan_*) when it says it was made from the
         # model config; it is ours now
         model.generation_config._from_model_config = False
-    for state in RESUME_STATE:
-        meta.pop(state, None)
-    save_checkpoint(target, model, {**meta, "exported_dtype": str(dtype).removeprefix("torch.")}, tokenizer=tokenizer)
+    save_checkpoint(target, model, shipped_meta(meta, dtype), tokenizer=tokenizer)
+
+
+def shipped_meta(meta: dict, dtype: torch.dtype) -> dict:
+    """An exported copy's thinkdraw.json: the source's, less what only resuming needs, with the dtype shipped."""
+    kept = {k: v for k, v in meta.items() if k not in RESUME_STATE}
+    return {**kept, "exported_dtype": str(dtype).removeprefix("torch.")}
 
 
 def read_meta(directory: Path) -> dict:

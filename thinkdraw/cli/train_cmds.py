@@ -78,23 +78,21 @@ def export(config: ExportConfig) -> None:
 
 
 def _export_judge(config: ExportConfig, dtype) -> None:
-    """A chat judge's copy to ship: its model in `dtype` and its processor, no optimizer state."""
-    from thinkdraw.checkpoint import read_meta, save_checkpoint
+    """A chat judge's copy to ship: its model in `dtype` and its processor, no state for resuming."""
+    from thinkdraw.checkpoint import read_meta, save_checkpoint, shipped_meta
     from thinkdraw.judges.vlm import VLMChat
 
     chat = VLMChat.load(str(config.checkpoint))
-    meta = {k: v for k, v in read_meta(config.checkpoint).items() if k != "optimizer"}
-    meta["exported_dtype"] = config.dtype
+    meta = shipped_meta(read_meta(config.checkpoint), dtype)
     save_checkpoint(config.out, chat.model.to(dtype), meta, tokenizer=chat.processor)
 
 
 def _export_detector(config: ExportConfig, dtype) -> None:
-    """The learned detector's copy to ship: its weights in `dtype` (it runs in float32), no optimizer state."""
-    from thinkdraw.checkpoint import load_model, read_meta, save_checkpoint
+    """The learned detector's copy to ship: its weights in `dtype` (it runs in float32), no state for resuming."""
+    from thinkdraw.checkpoint import load_model, read_meta, save_checkpoint, shipped_meta
     from thinkdraw.world.learned_detector import DetectorNet
 
-    meta = {k: v for k, v in read_meta(config.checkpoint).items() if k != "optimizer"}
-    meta["exported_dtype"] = config.dtype
+    meta = shipped_meta(read_meta(config.checkpoint), dtype)
     save_checkpoint(config.out, load_model(DetectorNet, config.checkpoint).to(dtype), meta)
 
 

@@ -234,35 +234,33 @@ def plan_reward() -> Reward:
     planned objects, colours, counts and places meet the record's clauses, else 0 with the failures. GoT-R1's
     R_sem and R_spa made exact for GenEval-style records; it needs no image."""
 
-    def reward(samples: Sequence[Sample]) -> list[Score]:
-        scores = []
-        for s in samples:
-            plan = Score(None, "the record has no GenEval clauses") if "include" not in s.metadata else _plan_of(s)
-            if isinstance(plan, Score):
-                scores.append(plan)
-                continue
-            check = check_plan(plan, s.metadata)
-            right = check.semantic and check.spatial is not False
-            scores.append(Score(float(right), "; ".join(check.failures) or "the plan meets the prompt"))
-        return scores
+    def score(plan: Plan, metadata: dict) -> Score:
+        check = check_plan(plan, metadata)
+        right = check.semantic and check.spatial is not False
+        return Score(float(right), "; ".join(check.failures) or "the plan meets the prompt")
 
-    return reward
+    return _per_plan(score, needs_clauses=True)
 
 
 def layout_reward(rules: LayoutRules) -> Reward:
     """The share of the environment's layout rules the plan's boxes keep (the shapes world: square boxes of a size
     it draws, apart from each other). "plan*layout" asks for a plan that is right and that the drawer can draw."""
 
+    def score(plan: Plan, metadata: dict) -> Score:
+        share, broken = rules(plan)
+        return Score(share, "; ".join(broken) or "every box keeps the layout rules")
+
+    return _per_plan(score)
+
+
+def _per_plan(score: Callable[[Plan, dict], Score], needs_clauses: bool = False) -> Reward:
+    """A reward that reads each sample's parsed plan (and its record); no plan or an unreadable one as _plan_of,
+    and with `needs_clauses` None for a record without GenEval clauses (the reward does not apply)."""
+    no_clauses = Score(None, "the record has no GenEval clauses")
+
     def reward(samples: Sequence[Sample]) -> list[Score]:
-        scores = []
-        for s in samples:
-            plan = _plan_of(s)
-            if isinstance(plan, Score):
-                scores.append(plan)
-                continue
-            share, broken = rules(plan)
-            scores.append(Score(share, "; ".join(broken) or "every box keeps the layout rules"))
-        return scores
+        plans = [no_clauses if needs_clauses and "include" not in s.metadata else _plan_of(s) for s in samples]
+        return [p if isinstance(p, Score) else score(p, s.metadata) for p, s in zip(plans, samples, strict=True)]
 
     return reward
 
