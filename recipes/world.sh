@@ -22,7 +22,7 @@
 #                                     GRPO from the shipped SFT (or the policy INIT; the run folder is then named
 #                                     after INIT's run too), rewarded by REWARD (default geneval: GenEval's rules over
 #                                     the exact detector; binary, got, pi...: the shipped world judge), 4 prompts x 8
-#                                     rollouts a batch, 2 updates each, CFG 2, at most MINUTES (45); any reward but
+#                                     rollouts a batch, 2 updates each, no guidance (CFG 1; runs before stop 28: CFG 2), at most MINUTES (45); any reward but
 #                                     geneval also logs held-back val prompts' reward and exact score. REWARD plan
 #                                     (GenEval's rules on the plan) or 'plan*layout' (times the share of the world's
 #                                     layout rules its boxes keep: square, 12-24 px, 2 px apart): the plan alone trained
@@ -79,7 +79,12 @@
 #                went to /work/det/roll-train and roll-grpo), then `export /work/det detector`.
 #   dpo: `recipes/world.sh dpo /work/rl` (2 rounds, 12.3 min) from chunk 4, and `recipes/world.sh dpo /work/s27`
 #                from chunk 5 (2 rounds, 11.0 min), not shipped.
-#   grpo on the world judge (not shipped): `recipes/world.sh grpo /work/rl binary 40` (stopped at 38.0 min by 21
+#   grpo on the world judge from chunk 5 (stop 28, not shipped; CFG 1): `recipes/world.sh grpo /work/s28 binary 22`,
+#                `... got 22`, `... "pi+0.5*sem+0.5*spa+ri" 18` and `... ri 18`, each stopped by its budget.
+#   grpo plan x layout with adaptive entropy (stop 28, not shipped): the plan stage's command with out
+#                /work/s28/grpo-plan-layout-entropy, --max-minutes 15 --entropy --entropy-text-target 0.914
+#                --entropy-text-step 0.001 --entropy-text-limit 0.05.
+#   grpo on the world judge from chunk 4 at CFG 2 (not shipped; the recipe of commit 0b2ef4c): `recipes/world.sh grpo /work/rl binary 40` (stopped at 38.0 min by 21
 #                batches in a row without signal; 112 updates, its update-100 checkpoint evaluated) and
 #                `recipes/world.sh grpo /work/rl got 40` (all 180 updates in 37.1 min).
 #                GoT-R1's ablation: the grpo stage's command with --reward "pi+0.5*sem+0.5*spa+ri" (sum) and
@@ -121,7 +126,7 @@ grpo)
     reward=${3:-geneval}
     init=${5:-$ASSETS/sft}
     out="$RUNS/grpo-${reward//\*/-}${5:+-from-$(basename "$(dirname "$init")")}"
-    extra=(--steps 180 --cfg-scale 2 --save-every 20)
+    extra=(--steps 180 --cfg-scale 1 --save-every 20)  # no guidance: ReasonGen-R1's, and the SFT's after a plan
     [ "$reward" = geneval ] || extra+=(--held-out-every 20 --held-out-prompts 48)
     if [[ "$reward" == plan* ]]; then  # the plan alone, kept near the SFT by KL; held-back images drawn as it draws them
         extra=(--steps 560 --plan-only --prompts-per-batch 16 --kl-beta 0.1 --cfg-scale 1 --temperature 0
